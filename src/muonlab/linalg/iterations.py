@@ -1,0 +1,126 @@
+"""Matmul-only polar iterations: quintic Newton–Schulz, Polar Express, cubic NS, Gram NS.
+
+Every iteration here applies an odd polynomial to all singular values at once. Starting from
+X₀ = G / ‖G‖_F (so σ_max ≤ 1), one quintic step is
+
+    A = X Xᵀ,   X ← a X + (b A + c A²) X,
+
+i.e. σ ← a σ + b σ³ + c σ⁵ for every singular value. Wide orientation (m ≤ n) keeps A the small
+m×m Gram matrix: tall inputs are transposed in and out. Cost per step: 4m²n + 2m³ flops.
+
+All functions take and return a 3-D batch (B, m, n) with m ≤ n, already in the working dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+Coefficients = tuple[float, float, float]
+
+# Keller Jordan's quintic (github.com/KellerJordan/Muon; also torch.optim.Muon's default).
+# It maps σ ∈ [ℓ, 1] into roughly [0.68, 1.2] after 5 steps for κ ≤ 100 — not to 1, on purpose.
+KELLER_COEFFICIENTS: Coefficients = (3.4445, -4.7750, 2.0315)
+KELLER_STEPS = 5
+
+# Polar Express (Amsel, Persson, Musco, Gower, arXiv 2505.16932), lower bound ℓ₀ = 1e-3, the
+# optimal quintic per step. The last pair is the limit polynomial, repeated for further steps.
+POLAR_EXPRESS_COEFFICIENTS: tuple[Coefficients, ...] = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+)
+# The paper's safety factor: each listed step but the last maps [ℓ, 1.01] (not [ℓ, 1]) into range,
+# so rounding that pushes σ slightly above 1 cannot make the next step diverge.
+POLAR_EXPRESS_SAFETY = 1.01
+POLAR_EXPRESS_STEPS = 5
+
+CUBIC_STEPS = 24  # σ grows ×1.5 per step while small: 24 steps lift σ = 1e-4 to 1 and converge
+
+
+def polar_express_schedule(steps: int) -> list[Coefficients]:
+    """The first ``steps`` Polar Express coefficient triples, safety factor applied."""
+    s = POLAR_EXPRESS_SAFETY
+    table = [(a / s, b / s**3, c / s**5) for a, b, c in POLAR_EXPRESS_COEFFICIENTS[:-1]]
+    table.append(POLAR_EXPRESS_COEFFICIENTS[-1])
+    return [table[min(i, len(table) - 1)] for i in range(steps)]
+
+
+def constant_schedule(coefficients: Sequence[float], steps: int) -> list[Coefficients]:
+    a, b, c = (float(v) for v in coefficients)
+    return [(a, b, c)] * steps
+
+
+def normalize(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) -> torch.Tensor:
+    """X₀ = G / (safety·‖G‖_F + eps), computed without overflow or underflow.
+
+    Dividing by max|G| first keeps ‖·‖_F finite for entries near the dtype's range (1e±18 in
+    fp32 squares to 1e±36), so polar(c·G) = polar(G) for any c > 0 when eps = 0. A zero matrix
+    maps to zero. ``eps`` is in G's own units (torch.optim.Muon's ``eps``), kept overflow-free by
+    dividing it by the same max.
+    """
+    amax = x.abs().amax(dim=(-2, -1), keepdim=True)
+    tiny = torch.finfo(x.dtype).tiny
+    amax = amax.clamp_min(tiny)
+    y = x / amax
+    norm = torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
+    denom = safety * norm
+    if eps:
+        denom = denom + eps / amax
+    # A zero matrix has norm 0: divide by 1 instead (its entries are 0 already).
+    return y / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def quintic_iteration(x: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
+    """Apply X ← aX + (bA + cA²)X, A = XXᵀ, for each (a, b, c) in ``schedule``. x: (B, m, n), m ≤ n."""
+    for a, b, c in schedule:
+        gram = torch.bmm(x, x.mT)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # bA + cA²
+        x = torch.baddbmm(x, poly, x, beta=a, alpha=1.0)  # aX + (bA + cA²)X
+    return x
+
+
+def cubic_iteration(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Classic Newton–Schulz X ← 1.5X − 0.5 XXᵀX: converges to 1 for σ ∈ (0, √3), quadratically near 1."""
+    for _ in range(steps):
+        gram = torch.bmm(x, x.mT)
+        x = torch.baddbmm(x, gram, x, beta=1.5, alpha=-0.5)
+    return x
+
+
+def gram_quintic_iteration(
+    x: torch.Tensor, schedule: Sequence[Coefficients], restart_every: int | None = None
+) -> torch.Tensor:
+    """The quintic iteration run on the small Gram matrix, applied to X₀ once at the end.
+
+    Every iterate is X_k = Q_k X₀ with Q_k a polynomial in R₀ = X₀X₀ᵀ (m×m), so all of Q_k and
+    R_k = X_k X_kᵀ commute. With P = aI + bR + cR²:
+
+        Q ← P Q,   R ← P R P,   and finally X = Q X₀.
+
+    Cost: 2m²n (R₀) + 8m³ per step + 2m²n (the final product), against 4m²n + 2m³ per step for
+    the direct iteration — less work once n ≳ 1.9 m with 5 steps. In low precision Q and R drift
+    apart from their definition; ``restart_every`` recomputes X = Q X₀ and R = X Xᵀ that often.
+    """
+    m = x.shape[-2]
+    eye = torch.eye(m, dtype=x.dtype, device=x.device).expand(x.shape[0], m, m)
+    x0 = x
+    r = torch.bmm(x0, x0.mT)
+    q = None  # None stands for the identity, saving the first product
+    for i, (a, b, c) in enumerate(schedule):
+        if restart_every and i > 0 and i % restart_every == 0 and q is not None:
+            x0 = torch.bmm(q, x0)
+            r = torch.bmm(x0, x0.mT)
+            q = None
+        poly = torch.baddbmm(r, r, r, beta=b, alpha=c) + a * eye  # aI + bR + cR²
+        q = poly if q is None else torch.bmm(poly, q)
+        pr = torch.bmm(poly, r)
+        r = torch.bmm(pr, poly)
+        r = 0.5 * (r + r.mT)  # keep R symmetric against rounding drift
+    return x0 if q is None else torch.bmm(q, x0)
