@@ -1,0 +1,178 @@
+"""Shared pieces of the benchmarks: timing, plain-matmul rate, tables, JSON, spectra.
+
+Every benchmark measures its ratios side by side in one run (the machines are shared and noisy):
+the plain matmul rate that a method's GFLOP/s is compared with is measured in the same process,
+right next to it. Times are medians over repeats, after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+
+def add_common_arguments(parser, default_out: str) -> None:
+    """Options every benchmark shares: --quick, --repeats, --out, --device, --threads."""
+    parser.add_argument("--quick", action="store_true", help="a short run (well under a minute on CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row (median reported)")
+    parser.add_argument("--out", default=default_out, help=f"JSON results file (default: {default_out})")
+    parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def setup_device(args) -> torch.device:
+    """Validate --device/--threads/--repeats; returns the device."""
+    from muonlab.cli import CLIError
+
+    if args.repeats is not None and args.repeats < 1:
+        raise CLIError(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        raise CLIError(f"--device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was asked for but CUDA is not available")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> dict:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+
+
+def matmul_flops(m: int, k: int, n: int) -> float:
+    """Flops of an (m×k)·(k×n) product: 2mkn (one multiply and one add per term)."""
+    return 2.0 * m * k * n
+
+
+def plain_matmul_rate(
+    products: Sequence[tuple[int, int, int]], dtype: torch.dtype, device: torch.device, repeats: int
+) -> dict:
+    """GFLOP/s of plain ``torch.mm`` calls running the given (m, k, n) products back to back.
+
+    This is the floor a matmul-only iteration is compared with: the same product shapes, no
+    fusion, no α/β terms, measured in the same process as the iteration itself.
+    """
+    operands = [
+        (torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device))
+        for m, k, n in products
+    ]
+
+    def run():
+        for a, b in operands:
+            torch.mm(a, b)
+
+    timing = time_call(run, repeats, device)
+    flops = sum(matmul_flops(*p) for p in products)
+    return {"gflops": flops / timing["median_s"] / 1e9, "median_s": timing["median_s"], "flops": flops}
+
+
+def random_orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """A Haar-random rows×cols matrix with orthonormal columns (float64)."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, dtype=torch.float64, generator=generator))
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(-2)
+
+
+def spectral_test_matrix(m: int, n: int, kappa: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G, polar(G)) in float64: G = U diag(s) Vᵀ with s log-spaced from 1 to 1/κ, random U, V."""
+    gen = torch.Generator().manual_seed(seed)
+    r = min(m, n)
+    u = random_orthonormal(m, r, gen)
+    v = random_orthonormal(n, r, gen)
+    s = torch.logspace(0.0, -math.log10(kappa), r, dtype=torch.float64)
+    return (u * s) @ v.mT, u @ v.mT
+
+
+def singular_value_range(y: torch.Tensor) -> tuple[float, float]:
+    """(σ_min, σ_max) of a matrix, from float64 singular values."""
+    s = torch.linalg.svdvals(y.detach().to("cpu", torch.float64))
+    return float(s.min()), float(s.max())
+
+
+def relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖y − ref‖_F / ‖ref‖_F in float64."""
+    y = y.detach().to("cpu", torch.float64)
+    return float(torch.linalg.matrix_norm(y - ref) / torch.linalg.matrix_norm(ref))
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """A Markdown table of ``rows`` with ``columns`` = [(key, header)]; floats get 3-4 significant digits."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, float):
+            if value == 0 or 1e-3 <= abs(value) < 1e5:
+                return f"{value:.4g}"
+            return f"{value:.2e}"
+        return str(value)
+
+    rows = list(rows)
+    table = [[header for _, header in columns]] + [[cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["| " + " | ".join(text.ljust(w) for text, w in zip(line, widths)) + " |" for line in table]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def environment(device: torch.device) -> dict:
+    """What the numbers were measured on (the load average says how shared the machine was)."""
+    info = {
+        "command": " ".join(["muonlab"] + sys.argv[1:]) if sys.argv else "",
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = list(os.getloadavg())
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

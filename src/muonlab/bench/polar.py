@@ -1,0 +1,258 @@
+"""Polar-factor methods: time, GFLOP/s against a plain matmul, and accuracy on prescribed spectra.
+
+For each method and step count, on GPT-2-small shapes (768×768, 768×3072, 3072×768) and
+matrices G = U diag(s) Vᵀ with s log-spaced from 1 to 1/κ (κ = 10 … 1e4):
+
+- median time of ``muonlab.polar(G, method, steps)`` (float32 input; CPU iterates in float32);
+- achieved GFLOP/s = the method's nominal flop count / time, next to plain ``torch.mm``'s rate
+  on the same product shapes measured in the same run (the target: ≥ 80%);
+- accuracy: the range of the output's singular values and ‖Y − UVᵀ‖_F/‖UVᵀ‖_F.
+
+Flop counts (wide orientation m ≤ n; tall inputs are transposed): quintic NS / Polar Express
+(and torch.optim.Muon's NS) 4m²n + 2m³ per step; cubic NS 4m²n per step; Gram NS
+4m²n + (8·steps − 2)m³ (R₀ = X₀X₀ᵀ, the final QX₀, and 8m³ per step, 6m³ in the first, where Q
+starts as the identity). SVD and QDWH have no fixed matmul count: their GFLOP/s is "n/a".
+
+``torch.optim.Muon``'s own Newton–Schulz runs in bfloat16 as shipped, ~100× slower than float32
+on CPU: it is run once (no warm-up, no repeats) at κ = 100 only — on every shape in the full run,
+on 768×768 only with ``--quick``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from muonlab.bench import common
+from muonlab.linalg.polar import POLAR_METHODS, polar, resolve_method
+from muonlab.linalg.precision import iteration_dtype
+
+GPT2_SHAPES = ((768, 768), (768, 3072), (3072, 768))
+KAPPAS = (10.0, 1e2, 1e3, 1e4)
+TIMING_KAPPA = 1e2  # the matrix the timings run on (time does not depend on κ for matmul methods)
+
+# (method, steps); steps None = the method's default.
+FULL_METHODS = (
+    ("newton_schulz", 5),
+    ("polar_express", 4),
+    ("polar_express", 5),
+    ("polar_express", 6),
+    ("polar_express", 8),
+    ("gram_newton_schulz", 5),
+    ("gram_newton_schulz", 8),
+    ("cubic", 24),
+    ("qdwh", None),
+    ("svd", None),
+    ("torch_muon_bf16", 5),
+)
+QUICK_METHODS = (
+    ("newton_schulz", 5),
+    ("polar_express", 5),
+    ("polar_express", 8),
+    ("gram_newton_schulz", 5),
+    ("qdwh", None),
+    ("torch_muon_bf16", 5),
+)
+QUICK_SHAPES = ((768, 768), (768, 3072))
+QUICK_KAPPAS = (1e2, 1e4)
+TORCH_MUON = "torch_muon_bf16"
+
+
+def add_arguments(parser) -> None:
+    common.add_common_arguments(parser, default_out="results/bench/polar.json")
+    parser.add_argument("--shapes", default=None, help="comma-separated MxN list (default: GPT-2-small shapes)")
+    parser.add_argument("--kappas", default=None, help="comma-separated condition numbers (default: 10,100,1e3,1e4)")
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated method[:steps] list (default: all; see the module docstring)"
+    )
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    from muonlab.cli import CLIError
+
+    shapes = []
+    for item in text.split(","):
+        try:
+            m, n = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise CLIError(f"--shapes: expected MxN items like 768x3072, got {item!r}") from None
+        if m < 2 or n < 2:
+            raise CLIError(f"--shapes: both sides must be at least 2, got {item!r}")
+        shapes.append((m, n))
+    return tuple(shapes)
+
+
+def parse_kappas(text: str) -> tuple[float, ...]:
+    from muonlab.cli import CLIError
+
+    try:
+        kappas = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"--kappas: expected comma-separated numbers, got {text!r}") from None
+    if any(not k >= 1 for k in kappas):
+        raise CLIError(f"--kappas: condition numbers must be ≥ 1, got {text!r}")
+    return kappas
+
+
+def parse_methods(text: str) -> tuple[tuple[str, int | None], ...]:
+    from muonlab.cli import CLIError
+
+    known = tuple(m for m in POLAR_METHODS if m != "auto") + ("auto", TORCH_MUON)
+    methods = []
+    for item in text.split(","):
+        name, _, steps = item.partition(":")
+        if name not in known:
+            raise CLIError(f"--methods: unknown method {name!r}; expected one of {', '.join(known)}")
+        try:
+            count = int(steps) if steps else None
+        except ValueError:
+            raise CLIError(f"--methods: steps must be an integer in {item!r}") from None
+        if count is not None and count < 1:
+            raise CLIError(f"--methods: steps must be positive in {item!r}")
+        methods.append((name, count))
+    return tuple(methods)
+
+
+def torch_muon_newton_schulz(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """``torch.optim.Muon``'s own iteration, as shipped (bfloat16), with its default coefficients and eps."""
+    from torch.optim import _muon
+
+    return _muon._zeropower_via_newtonschulz(g, (3.4445, -4.775, 2.0315), steps, 1e-7)
+
+
+def nominal_flops(method: str, steps: int | None, m: int, n: int) -> float | None:
+    """The matmul flops of one polar factor of an m×n matrix (None where there is no fixed count)."""
+    from muonlab.linalg import iterations as it
+
+    m, n = min(m, n), max(m, n)
+    if method in ("newton_schulz", TORCH_MUON):
+        steps = it.KELLER_STEPS if steps is None else steps
+        return steps * (4.0 * m * m * n + 2.0 * m**3)
+    if method in ("polar_express", "auto"):
+        steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
+        return steps * (4.0 * m * m * n + 2.0 * m**3)
+    if method == "cubic":
+        steps = it.CUBIC_STEPS if steps is None else steps
+        return steps * 4.0 * m * m * n
+    if method == "gram_newton_schulz":
+        steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
+        return 4.0 * m * m * n + (8.0 * steps - 2.0) * m**3
+    return None
+
+
+def make_call(method: str, steps: int | None):
+    if method == TORCH_MUON:
+        return lambda g: torch_muon_newton_schulz(g, 5 if steps is None else steps)
+    return lambda g: polar(g, method, steps)
+
+
+def label(method: str, steps: int | None) -> str:
+    return method if steps is None else f"{method}×{steps}"
+
+
+def run(args) -> dict:
+    device = common.setup_device(args)
+    quick = args.quick
+    shapes = parse_shapes(args.shapes) if args.shapes else (QUICK_SHAPES if quick else GPT2_SHAPES)
+    kappas = parse_kappas(args.kappas) if args.kappas else (QUICK_KAPPAS if quick else KAPPAS)
+    methods = parse_methods(args.methods) if args.methods else (QUICK_METHODS if quick else FULL_METHODS)
+    repeats = args.repeats or (3 if quick else 7)
+    timing_kappa = TIMING_KAPPA if TIMING_KAPPA in kappas else kappas[0]
+
+    matrices = {
+        (m, n, k): common.spectral_test_matrix(m, n, k, seed=i) for i, ((m, n), k) in enumerate(
+            (shape, k) for shape in shapes for k in kappas)
+    }
+    rows, matmul = [], {}
+    for (m, n) in shapes:
+        small, large = min(m, n), max(m, n)
+        # one quintic step's products: X Xᵀ (s×l·l×s), A·A (s×s·s×s), (bA + cA²)·X (s×s·s×l)
+        rate = common.plain_matmul_rate(
+            [(small, large, small), (small, small, small), (small, small, large)], torch.float32, device, repeats
+        )
+        matmul[f"{m}x{n}"] = rate
+        for method, steps in methods:
+            if method == TORCH_MUON and quick and (m, n) != shapes[0]:
+                continue
+            call = make_call(method, steps)
+            inputs = {k: matrices[(m, n, k)][0].to(device, torch.float32) for k in kappas}
+            outputs = {}
+            if method == TORCH_MUON:
+                # bf16 on CPU is ~100× slower: one call, no warm-up, at one κ; its output is the accuracy sample.
+                timing = common.time_call(lambda: outputs.__setitem__(timing_kappa, call(inputs[timing_kappa])),
+                                          1, device, warmup=0)
+            else:
+                timing = common.time_call(lambda: call(inputs[timing_kappa]), repeats, device)
+                for k in kappas:
+                    outputs[k] = call(inputs[k])
+            flops = nominal_flops(method, steps, m, n)
+            gflops = None if flops is None else flops / timing["median_s"] / 1e9
+            accuracy = {}
+            for k, y in outputs.items():
+                smin, smax = common.singular_value_range(y)
+                accuracy[f"{k:g}"] = {
+                    "sigma_min": smin,
+                    "sigma_max": smax,
+                    "rel_err": common.relative_error(y, matrices[(m, n, k)][1]),
+                }
+            rows.append({
+                "method": method,
+                "steps": steps,
+                "label": label(method, steps),
+                "shape": f"{m}x{n}",
+                "median_s": timing["median_s"],
+                "times_s": timing["times_s"],
+                "flops": flops,
+                "gflops": gflops,
+                "matmul_gflops": rate["gflops"],
+                "fraction_of_matmul": None if gflops is None else gflops / rate["gflops"],
+                "iteration_dtype": "bfloat16" if method == TORCH_MUON else str(
+                    iteration_dtype(inputs[timing_kappa], resolve_method(inputs[timing_kappa], method))
+                ).replace("torch.", ""),
+                "accuracy": accuracy,
+            })
+    return {
+        "benchmark": "polar",
+        "quick": quick,
+        "repeats": repeats,
+        "timing_kappa": timing_kappa,
+        "kappas": list(kappas),
+        "environment": common.environment(device),
+        "matmul": matmul,
+        "rows": rows,
+    }
+
+
+def report(result: dict) -> str:
+    speed_cols = [("label", "method"), ("shape", "shape"), ("ms", "median ms"), ("gflops", "GFLOP/s"),
+                  ("matmul_gflops", "matmul GFLOP/s"), ("pct", "% of matmul")]
+    speed = [dict(row, ms=row["median_s"] * 1e3,
+                  pct=None if row["fraction_of_matmul"] is None else 100 * row["fraction_of_matmul"])
+             for row in result["rows"]]
+    acc_rows = []
+    for row in result["rows"]:
+        for k, acc in row["accuracy"].items():
+            acc_rows.append({"label": row["label"], "shape": row["shape"], "kappa": k,
+                             "range": f"[{acc['sigma_min']:.3g}, {acc['sigma_max']:.3g}]", "rel_err": acc["rel_err"]})
+    acc_cols = [("label", "method"), ("shape", "shape"), ("kappa", "κ"), ("range", "σ range"),
+                ("rel_err", "rel. error vs SVD")]
+    env = result["environment"]
+    lines = [
+        f"polar bench on {env['device']} ({env['torch_threads']} threads, load average "
+        f"{env.get('load_average', 'n/a')}); median of {result['repeats']}; timings at κ = {result['timing_kappa']:g}",
+        common.format_table(speed, speed_cols),
+        "",
+        common.format_table(acc_rows, acc_cols),
+    ]
+    if any(row["method"] == TORCH_MUON for row in result["rows"]):
+        lines.append(f"\n{TORCH_MUON}: torch.optim.Muon's own Newton–Schulz as shipped (bfloat16), run once "
+                     f"(no warm-up) at κ = {result['timing_kappa']:g}"
+                     + (" on the first shape only (--quick)." if result["quick"] else "."))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    result = run(args)
+    print(report(result))
+    common.write_json(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0

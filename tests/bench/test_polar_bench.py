@@ -1,0 +1,54 @@
+"""`muonlab bench polar` runs end to end on tiny shapes and writes JSON with the documented fields."""
+
+import json
+
+import pytest
+
+from muonlab.cli import main
+
+
+def test_bench_polar_tiny_writes_json(tmp_path, capsys):
+    out = tmp_path / "polar.json"
+    code = main([
+        "bench", "polar", "--shapes", "8x8,6x20,20x6", "--kappas", "10,1000", "--repeats", "1",
+        "--methods", "newton_schulz:5,polar_express:8,gram_newton_schulz,qdwh,svd,cubic:30,torch_muon_bf16",
+        "--out", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "% of matmul" in printed and "σ range" in printed
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "polar"
+    assert set(result["matmul"]) == {"8x8", "6x20", "20x6"}
+    assert all(v["gflops"] > 0 for v in result["matmul"].values())
+    rows = result["rows"]
+    assert len(rows) == 3 * 7
+    for row in rows:
+        assert row["median_s"] > 0
+        if row["method"] in ("svd", "qdwh"):
+            assert row["gflops"] is None and row["fraction_of_matmul"] is None
+        else:
+            assert row["gflops"] > 0
+            assert row["fraction_of_matmul"] == pytest.approx(row["gflops"] / row["matmul_gflops"])
+        # torch_muon_bf16 runs once, at the first κ when 100 is not asked for
+        kappas = {"10"} if row["method"] == "torch_muon_bf16" else {"10", "1000"}
+        assert set(row["accuracy"]) == kappas
+        for acc in row["accuracy"].values():
+            assert 0 <= acc["sigma_min"] <= acc["sigma_max"]
+            assert acc["rel_err"] >= 0
+    by = {(r["label"], r["shape"]): r for r in rows}
+    # The exact methods really are exact, and the flop count follows the documented formula.
+    for shape in ("8x8", "6x20", "20x6"):
+        assert by[("svd", shape)]["accuracy"]["1000"]["rel_err"] < 1e-3
+        assert by[("qdwh", shape)]["accuracy"]["1000"]["rel_err"] < 1e-3
+        assert by[("polar_express×8", shape)]["accuracy"]["10"]["rel_err"] < 1e-4
+    assert by[("newton_schulz×5", "6x20")]["flops"] == 5 * (4 * 6 * 6 * 20 + 2 * 6**3)
+    assert by[("newton_schulz×5", "20x6")]["flops"] == by[("newton_schulz×5", "6x20")]["flops"]
+    assert by[("gram_newton_schulz", "6x20")]["flops"] == 4 * 6 * 6 * 20 + 38 * 6**3
+
+
+def test_bench_polar_rejects_bad_options(capsys):
+    assert main(["bench", "polar", "--shapes", "8by8"]) == 2
+    assert "--shapes" in capsys.readouterr().err
+    assert main(["bench", "polar", "--methods", "magic:3"]) == 2
+    assert "--methods" in capsys.readouterr().err
