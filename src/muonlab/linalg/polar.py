@@ -16,7 +16,9 @@ update direction. Methods (see SPEC §3 and each module's docstring for formulas
                      ≤ 6 iterations for κ ≤ 1e16 in float64
 ``"auto"``           vectors (1×n, n×1): the exact x/‖x‖; float64 input: ``"qdwh"`` (a float64
                      user wants a converged answer); otherwise ``"polar_express"`` with 5 steps
-                     (matmul-only, so fast on any device and in any precision)
+                     (matmul-only, so fast on any device and in any precision), run on the Gram
+                     matrix (``"gram_newton_schulz"``, same polynomial) when the aspect ratio is
+                     ≥ 2 and the iteration runs in float32 or wider
 ===================  ==========================================================================
 
 The iteration's precision follows the device (see :mod:`muonlab.linalg.precision`): at least
@@ -38,12 +40,25 @@ from muonlab.linalg.qdwh import qdwh
 POLAR_METHODS = ("auto", "svd", "newton_schulz", "polar_express", "gram_newton_schulz", "cubic", "qdwh")
 
 
-def resolve_method(x: torch.Tensor, method: str) -> str:
-    """The concrete method ``"auto"`` stands for, for input ``x``."""
+# "auto" iterates on the Gram matrix once max(m, n)/min(m, n) reaches this: the same Polar Express
+# polynomial (equal results up to rounding) for 4m²n + 38m³ flops instead of 20m²n + 10m³ at 5 steps.
+# Measured on the project's CPUs (muonlab bench polar): 768×3072 in 0.65× the time; 768×768 slower.
+GRAM_ASPECT_RATIO = 2.0
+
+
+def resolve_method(x: torch.Tensor, method: str, dtype: torch.dtype | None = None) -> str:
+    """The concrete method ``"auto"`` stands for, for input ``x`` (and iteration ``dtype``, if given)."""
     if method != "auto":
         return method
     if x.dtype == torch.float64:
         return "qdwh"
+    m, n = x.shape[-2], x.shape[-1]
+    aspect = max(m, n) / max(1, min(m, n))
+    # Gram NS only where the iteration runs in float32 or wider: in bf16/fp16 it needs restarts
+    # and its accuracy has not been measured against the direct iteration here.
+    wide_enough = iteration_dtype(x, "polar_express", dtype) in (torch.float32, torch.float64)
+    if aspect >= GRAM_ASPECT_RATIO and wide_enough:
+        return "gram_newton_schulz"
     return "polar_express"
 
 
@@ -93,7 +108,7 @@ def polar(
 
     if x.numel() == 0:
         return torch.zeros_like(x)
-    method = resolve_method(x, method)
+    method = resolve_method(x, method, dtype)
     m, n = x.shape[-2], x.shape[-1]
     work_dtype = iteration_dtype(x, method, dtype)
     batch = x.reshape(-1, m, n).to(work_dtype)
