@@ -4,7 +4,8 @@ Parameters: 12 blocks of q, k, v, o (768×768), MLP fc (3072×768) and proj (768
 biases and LayerNorm gains/biases, plus the token (50257×768) and position (1024×768)
 embeddings. ``--quick`` uses one block (and the embeddings). Gradients are fixed random tensors.
 
-Rows (median time of one ``step()``, after a warm-up step that creates the state):
+Rows (median time of one ``step()``, after a warm-up step that creates the state; the rows are
+timed round-robin, one step of each per round, so that a shared machine's load hits all alike):
 
 - ``muonlab.Muon`` default, and with Keller's quintic ×5 (``ns_coefficients``/``ns_steps``); one
   optimizer for the whole model (its AdamW part takes embeddings and vectors);
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 
 import torch
 from torch import nn
@@ -214,6 +216,27 @@ def profile_step_memory(step) -> dict:
     return {"peak_bytes": peak, "net_bytes": running}
 
 
+def _with_context(step, context):
+    def run_step():
+        with context():
+            step()
+
+    return run_step
+
+
+def step_memory(step, device: torch.device) -> dict:
+    """Peak and net bytes of one steady-state step (profiler on CPU, allocator stats on CUDA)."""
+    if device.type != "cuda":
+        return profile_step_memory(step)
+    common.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    common.synchronize(device)
+    return {"peak_bytes": torch.cuda.max_memory_allocated(device) - before,
+            "net_bytes": torch.cuda.memory_allocated(device) - before}
+
+
 def state_summary(optimizers, hidden_ids) -> dict:
     """Bytes of optimizer state and the most state tensors held for any hidden matrix."""
     total, per_matrix = 0, 0
@@ -266,32 +289,36 @@ def run(args) -> dict:
     ortho_inputs = {shape: common.spectral_test_matrix(*shape, ORTHO_KAPPA, seed=7)[0].to(device, dtype)
                     for shape in ortho_shapes}
 
-    results = []
-    for row in make_rows(args.skip_torch_bf16):
+    # Rows are timed round-robin (one step of each per round) so that load from other processes
+    # on a shared machine falls on all of them alike; the medians' ratios are what we report.
+    rows = make_rows(args.skip_torch_bf16)
+    results, steps, states = [], {}, {}
+    for row in rows:
+        if row.key == "torch_muon_bf16":
+            continue
+        step, optimizers = row.make(model)
+        if args.compile:
+            step = torch.compile(step)
+        steps[row.key] = _with_context(step, row.context)
+        states[row.key] = optimizers
+        steps[row.key]()  # warm-up: creates the state
+    common.synchronize(device)
+    times = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            times[key].append(common.time_call(step, 1, device, warmup=0)["median_s"])
+    for row in rows:
         entry = {"key": row.key, "label": row.label}
         if row.key == "torch_muon_bf16":
             entry.update(run_torch_bf16(quick, width, block_shapes, ortho_inputs, blocks, hidden_shapes, device))
         else:
-            with row.context():
-                step, optimizers = row.make(model)
-                if args.compile:
-                    step = torch.compile(step)
-                timing = common.time_call(step, repeats, device, warmup=1)
-                entry.update({"median_s": timing["median_s"], "times_s": timing["times_s"], "estimated": False})
-                if device.type == "cpu":
-                    entry.update(profile_step_memory(step))
-                else:
-                    torch.cuda.reset_peak_memory_stats(device)
-                    before = torch.cuda.memory_allocated(device)
-                    step()
-                    synchronize = common.synchronize
-                    synchronize(device)
-                    entry.update({"peak_bytes": torch.cuda.max_memory_allocated(device) - before,
-                                  "net_bytes": torch.cuda.memory_allocated(device) - before})
-                entry.update(state_summary(optimizers, hidden_ids))
-                if row.ortho_fn is not None:
-                    entry["orthogonality"] = {f"{m}x{n}": range_of(row.ortho_fn(g)) for (m, n), g in ortho_inputs.items()}
-                del step, optimizers
+            step = steps.pop(row.key)
+            entry.update({"median_s": statistics.median(times[row.key]), "times_s": times[row.key], "estimated": False})
+            entry.update(step_memory(step, device))
+            entry.update(state_summary(states.pop(row.key), hidden_ids))
+            if row.ortho_fn is not None:
+                entry["orthogonality"] = {f"{m}x{n}": range_of(row.ortho_fn(g)) for (m, n), g in ortho_inputs.items()}
+            del step
         if row.flops_fn is not None:
             entry["matmul_flops"] = row.flops_fn(hidden_shapes)
             entry["floor_s"] = entry["matmul_flops"] / (rate["gflops"] * 1e9)
