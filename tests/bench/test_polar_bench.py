@@ -11,7 +11,7 @@ def test_bench_polar_tiny_writes_json(tmp_path, capsys):
     out = tmp_path / "polar.json"
     code = main([
         "bench", "polar", "--shapes", "8x8,6x20,20x6", "--kappas", "10,1000", "--repeats", "1",
-        "--methods", "newton_schulz:5,polar_express:8,gram_newton_schulz,qdwh,svd,cubic:30,torch_muon_bf16",
+        "--methods", "newton_schulz:5,newton_schulz_direct:5,polar_express:8,gram_newton_schulz,qdwh,svd,cubic:30,torch_muon_bf16",
         "--out", str(out),
     ])
     assert code == 0
@@ -22,7 +22,7 @@ def test_bench_polar_tiny_writes_json(tmp_path, capsys):
     assert set(result["matmul"]) == {"8x8", "6x20", "20x6"}
     assert all(v["gflops"] > 0 for v in result["matmul"].values())
     rows = result["rows"]
-    assert len(rows) == 3 * 7
+    assert len(rows) == 3 * 8
     for row in rows:
         assert row["median_s"] > 0
         if row["method"] in ("svd", "qdwh"):
@@ -42,9 +42,18 @@ def test_bench_polar_tiny_writes_json(tmp_path, capsys):
         assert by[("svd", shape)]["accuracy"]["1000"]["rel_err"] < 1e-3
         assert by[("qdwh", shape)]["accuracy"]["1000"]["rel_err"] < 1e-3
         assert by[("polar_express×8", shape)]["accuracy"]["10"]["rel_err"] < 1e-4
-    assert by[("newton_schulz×5", "6x20")]["flops"] == 5 * (4 * 6 * 6 * 20 + 2 * 6**3)
-    assert by[("newton_schulz×5", "20x6")]["flops"] == by[("newton_schulz×5", "6x20")]["flops"]
-    assert by[("gram_newton_schulz", "6x20")]["flops"] == 4 * 6 * 6 * 20 + 38 * 6**3
+    direct = 5 * (4 * 6 * 6 * 20 + 2 * 6**3)
+    gram = 4 * 6 * 6 * 20 + 34 * 6**3
+    assert by[("newton_schulz_direct×5", "6x20")]["flops"] == direct
+    assert by[("newton_schulz_direct×5", "20x6")]["flops"] == direct
+    # aspect ratio ≥ 2: polar() evaluates Keller's quintic on the Gram matrix; square: directly
+    assert by[("newton_schulz×5", "6x20")]["flops"] == gram == by[("gram_newton_schulz", "20x6")]["flops"]
+    assert by[("newton_schulz×5", "8x8")]["flops"] == 5 * 6 * 8**3
+    # the Gram form is the same polynomial: same accuracy as the direct iteration
+    for kappa in ("10", "1000"):
+        a = by[("newton_schulz×5", "6x20")]["accuracy"][kappa]
+        b = by[("newton_schulz_direct×5", "6x20")]["accuracy"][kappa]
+        assert abs(a["sigma_min"] - b["sigma_min"]) < 1e-3 and abs(a["sigma_max"] - b["sigma_max"]) < 1e-3
 
 
 def test_bench_polar_rejects_bad_options(capsys):

@@ -8,10 +8,12 @@ matrices G = U diag(s) Vᵀ with s log-spaced from 1 to 1/κ (κ = 10 … 1e4):
   on the same product shapes measured in the same run (the target: ≥ 80%);
 - accuracy: the range of the output's singular values and ‖Y − UVᵀ‖_F/‖UVᵀ‖_F.
 
-Flop counts (wide orientation m ≤ n; tall inputs are transposed): quintic NS / Polar Express
-(and torch.optim.Muon's NS) 4m²n + 2m³ per step; cubic NS 4m²n per step; Gram NS
-4m²n + (8·steps − 2)m³ (R₀ = X₀X₀ᵀ, the final QX₀, and 8m³ per step, 6m³ in the first, where Q
-starts as the identity). SVD and QDWH have no fixed matmul count: their GFLOP/s is "n/a".
+Flop counts (wide orientation m ≤ n; tall inputs are transposed): the direct quintic (rows
+``*_direct`` and torch.optim.Muon's NS) 4m²n + 2m³ per step; cubic NS 4m²n per step; Gram NS
+4m²n + (8·steps − 6)m³ (R₀ = X₀X₀ᵀ and the final QX₀, 2m²n each, and 8m³ per step, less 2m³ in
+the first, where Q starts as the identity, and 4m³ in the last, whose R is not needed).
+``newton_schulz``/``polar_express`` are counted as ``polar()`` runs them: in the Gram form for
+aspect ratio ≥ 2 (float32), direct otherwise. SVD and QDWH have no fixed matmul count: "n/a".
 
 ``torch.optim.Muon``'s own Newton–Schulz runs in bfloat16 as shipped, ~100× slower than float32
 on CPU: it is run once (no warm-up, no repeats) at κ = 100 only — on every shape in the full run,
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from muonlab.bench import common
-from muonlab.linalg.polar import POLAR_METHODS, polar, resolve_method
+from muonlab.linalg.polar import POLAR_METHODS, polar, resolve_method, uses_gram_form
 from muonlab.linalg.precision import iteration_dtype
 
 GPT2_SHAPES = ((768, 768), (768, 3072), (3072, 768))
@@ -33,8 +35,10 @@ TIMING_KAPPA = 1e2  # the matrix the timings run on (time does not depend on κ 
 # (method, steps); steps None = the method's default.
 FULL_METHODS = (
     ("newton_schulz", 5),
+    ("newton_schulz_direct", 5),
     ("polar_express", 4),
     ("polar_express", 5),
+    ("polar_express_direct", 5),
     ("polar_express", 6),
     ("polar_express", 8),
     ("gram_newton_schulz", 5),
@@ -46,7 +50,9 @@ FULL_METHODS = (
 )
 QUICK_METHODS = (
     ("newton_schulz", 5),
+    ("newton_schulz_direct", 5),
     ("polar_express", 5),
+    ("polar_express_direct", 5),
     ("polar_express", 8),
     ("gram_newton_schulz", 5),
     ("qdwh", None),
@@ -55,6 +61,8 @@ QUICK_METHODS = (
 QUICK_SHAPES = ((768, 768), (768, 3072))
 QUICK_KAPPAS = (1e2, 1e4)
 TORCH_MUON = "torch_muon_bf16"
+# bench-only rows: the direct quintic iteration, also where polar() would use the Gram form
+DIRECT_METHODS = ("newton_schulz_direct", "polar_express_direct")
 
 
 def add_arguments(parser) -> None:
@@ -96,7 +104,7 @@ def parse_kappas(text: str) -> tuple[float, ...]:
 def parse_methods(text: str) -> tuple[tuple[str, int | None], ...]:
     from muonlab.cli import CLIError
 
-    known = tuple(m for m in POLAR_METHODS if m != "auto") + ("auto", TORCH_MUON)
+    known = tuple(m for m in POLAR_METHODS if m != "auto") + ("auto", TORCH_MUON) + DIRECT_METHODS
     methods = []
     for item in text.split(","):
         name, _, steps = item.partition(":")
@@ -119,29 +127,57 @@ def torch_muon_newton_schulz(g: torch.Tensor, steps: int) -> torch.Tensor:
     return _muon._zeropower_via_newtonschulz(g, (3.4445, -4.775, 2.0315), steps, 1e-7)
 
 
-def nominal_flops(method: str, steps: int | None, m: int, n: int) -> float | None:
-    """The matmul flops of one polar factor of an m×n matrix (None where there is no fixed count)."""
+def gram_flops(steps: int, m: int, n: int) -> float:
+    """Gram NS on a wide m×n matrix: R₀ and the final QX₀ (2m²n each), then 8m³ per step, less 2m³
+    in the first (Q starts as I) and 4m³ in the last (its R is not needed)."""
+    per_step = 2.0 if steps == 1 else 8.0 * steps - 6.0
+    return 4.0 * m * m * n + per_step * m**3
+
+
+def nominal_flops(method: str, steps: int | None, m: int, n: int, work_dtype=torch.float32) -> float | None:
+    """The matmul flops of one polar factor of an m×n matrix (None where there is no fixed count).
+
+    ``newton_schulz``/``polar_express`` count the evaluation :func:`muonlab.linalg.polar.polar`
+    actually runs (on the Gram matrix for aspect ratio ≥ 2 in float32+); the ``*_direct`` rows and
+    torch.optim.Muon's iteration always run the direct quintic.
+    """
     from muonlab.linalg import iterations as it
 
+    gram_form = uses_gram_form(m, n, work_dtype)
     m, n = min(m, n), max(m, n)
-    if method in ("newton_schulz", TORCH_MUON):
+    if method in ("newton_schulz", "newton_schulz_direct", TORCH_MUON):
         steps = it.KELLER_STEPS if steps is None else steps
-        return steps * (4.0 * m * m * n + 2.0 * m**3)
-    if method in ("polar_express", "auto"):
+    elif method in ("polar_express", "polar_express_direct", "auto", "gram_newton_schulz"):
         steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
-        return steps * (4.0 * m * m * n + 2.0 * m**3)
-    if method == "cubic":
+    elif method == "cubic":
         steps = it.CUBIC_STEPS if steps is None else steps
         return steps * 4.0 * m * m * n
-    if method == "gram_newton_schulz":
-        steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
-        return 4.0 * m * m * n + (8.0 * steps - 2.0) * m**3
-    return None
+    else:
+        return None
+    if method == "gram_newton_schulz" or (gram_form and method in ("newton_schulz", "polar_express", "auto")):
+        return gram_flops(steps, m, n)
+    return steps * (4.0 * m * m * n + 2.0 * m**3)
+
+
+def direct_quintic(g: torch.Tensor, method: str, steps: int | None) -> torch.Tensor:
+    """The direct quintic iteration X ← aX + (bA + cA²)X (no Gram form), for comparison rows."""
+    from muonlab.linalg import iterations as it
+
+    x = g.to(torch.float32) if g.device.type != "cuda" else g.to(torch.bfloat16)
+    wide = x.unsqueeze(0) if x.shape[-2] <= x.shape[-1] else x.mT.unsqueeze(0)
+    if method == "newton_schulz_direct":
+        schedule, safety = it.constant_schedule(it.KELLER_COEFFICIENTS, steps or it.KELLER_STEPS), 1.0
+    else:
+        schedule, safety = it.polar_express_schedule(steps or it.POLAR_EXPRESS_STEPS), it.POLAR_EXPRESS_SAFETY
+    out = it.quintic_iteration(it.normalize(wide, 0.0, safety), schedule)[0]
+    return out if g.shape[-2] <= g.shape[-1] else out.mT
 
 
 def make_call(method: str, steps: int | None):
     if method == TORCH_MUON:
         return lambda g: torch_muon_newton_schulz(g, 5 if steps is None else steps)
+    if method in DIRECT_METHODS:
+        return lambda g: direct_quintic(g, method, steps)
     return lambda g: polar(g, method, steps)
 
 
@@ -205,7 +241,7 @@ def run(args) -> dict:
                 "gflops": gflops,
                 "matmul_gflops": rate["gflops"],
                 "fraction_of_matmul": None if gflops is None else gflops / rate["gflops"],
-                "iteration_dtype": "bfloat16" if method == TORCH_MUON else str(
+                "iteration_dtype": "bfloat16" if method == TORCH_MUON else "float32" if method in DIRECT_METHODS else str(
                     iteration_dtype(inputs[timing_kappa], resolve_method(inputs[timing_kappa], method))
                 ).replace("torch.", ""),
                 "accuracy": accuracy,

@@ -158,11 +158,12 @@ def muonlab_ortho(**kwargs):
     return ortho
 
 
-def muon_flops(shapes, method: str, steps: int | None) -> float:
+def muon_flops(shapes, method: str, steps: int | None, work_dtype=torch.float32) -> float:
+    """Matmul flops of the polar factors of matrices of ``shapes`` (see ``muonlab bench polar``)."""
     total = 0.0
     for m, n in shapes:
         probe = torch.empty(m, n)
-        total += nominal_flops(resolve_method(probe, method), steps, m, n)
+        total += nominal_flops(resolve_method(probe, method), steps, m, n, work_dtype)
     return total
 
 
@@ -171,17 +172,17 @@ def make_rows(skip_bf16: bool) -> list[Row]:
 
     rows = [
         Row("muonlab_default", "muonlab.Muon (default)", lambda m: muonlab_muon(m),
-            lambda shapes: muon_flops(shapes, DEFAULT_METHOD, None), muonlab_ortho()),
+            lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd), muonlab_ortho()),
         Row("muonlab_keller", "muonlab.Muon (Keller quintic ×5)",
             lambda m: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5),
-            lambda shapes: muon_flops(shapes, "newton_schulz", 5), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),
+            lambda shapes, wd: muon_flops(shapes, "newton_schulz", 5, wd), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),
         Row("torch_muon_fp32", "torch.optim.Muon (iteration in fp32, patched)", torch_muon,
-            lambda shapes: muon_flops(shapes, "newton_schulz", 5),
+            lambda shapes, wd: muon_flops(shapes, "newton_schulz_direct", 5, wd),
             lambda g: newton_schulz_fp32(g, KELLER, 5, 1e-7), torch_muon_fp32_iteration),
     ]
     if not skip_bf16:
         rows.append(Row("torch_muon_bf16", "torch.optim.Muon (as shipped: bf16)", torch_muon,
-                        lambda shapes: muon_flops(shapes, "newton_schulz", 5)))
+                        lambda shapes, wd: muon_flops(shapes, "newton_schulz_direct", 5, wd)))
     rows += [
         Row("adamw_foreach", "torch.optim.AdamW (foreach)", lambda m: adamw(m, foreach=True)),
         Row("adamw_fused", "torch.optim.AdamW (fused)", lambda m: adamw(m, fused=True)),
@@ -320,7 +321,7 @@ def run(args) -> dict:
                 entry["orthogonality"] = {f"{m}x{n}": range_of(row.ortho_fn(g)) for (m, n), g in ortho_inputs.items()}
             del step
         if row.flops_fn is not None:
-            entry["matmul_flops"] = row.flops_fn(hidden_shapes)
+            entry["matmul_flops"] = row.flops_fn(hidden_shapes, matmul_dtype)
             entry["floor_s"] = entry["matmul_flops"] / (rate["gflops"] * 1e9)
             entry["time_over_floor"] = entry["median_s"] / entry["floor_s"]
             entry["gflops"] = entry["matmul_flops"] / entry["median_s"] / 1e9
@@ -355,8 +356,8 @@ def run_torch_bf16(quick, width, block_shapes, ortho_inputs, blocks, hidden_shap
         p.grad = ortho_inputs[tuple(p.shape)].clone()
     opt = torch.optim.Muon(params, lr=1.0, weight_decay=0.0)
     timing = common.time_call(opt.step, 1, device, warmup=0)
-    measured_flops = muon_flops(shapes, "newton_schulz", 5)
-    total_flops = muon_flops(hidden_shapes, "newton_schulz", 5)
+    measured_flops = muon_flops(shapes, "newton_schulz_direct", 5)
+    total_flops = muon_flops(hidden_shapes, "newton_schulz_direct", 5)
     ortho = {}
     for p in params:
         m, n = p.shape

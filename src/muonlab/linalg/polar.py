@@ -18,10 +18,12 @@ update direction. Methods (see SPEC §3 and each module's docstring for formulas
                      ≤ 6 iterations for κ ≤ 1e16 in float64
 ``"auto"``           vectors (1×n, n×1): the exact x/‖x‖; float64 input: ``"qdwh"`` (a float64
                      user wants a converged answer); otherwise ``"polar_express"`` with 5 steps
-                     (matmul-only, so fast on any device and in any precision), run on the Gram
-                     matrix (``"gram_newton_schulz"``, same polynomial) when the aspect ratio is
-                     ≥ 2 and the iteration runs in float32 or wider
+                     (matmul-only, so fast on any device and in any precision)
 ===================  ==========================================================================
+
+Both quintic methods evaluate their polynomial on the small Gram matrix (as ``"gram_newton_schulz"``
+does) when max(m, n) ≥ 2·min(m, n) and the iteration runs in float32 or wider: the same polynomial,
+equal results up to rounding, fewer flops (see :data:`GRAM_ASPECT_RATIO`).
 
 The iteration's precision follows the device (see :mod:`muonlab.linalg.precision`): at least
 float32 on CPU even for bf16/fp16 input, bf16 for the matmul methods on CUDA; ``dtype=``
@@ -42,26 +44,30 @@ from muonlab.linalg.qdwh import qdwh
 POLAR_METHODS = ("auto", "svd", "newton_schulz", "polar_express", "gram_newton_schulz", "cubic", "qdwh")
 
 
-# "auto" iterates on the Gram matrix once max(m, n)/min(m, n) reaches this: the same Polar Express
-# polynomial (equal results up to rounding) for 4m²n + 38m³ flops instead of 20m²n + 10m³ at 5 steps.
-# Measured on the project's CPUs (muonlab bench polar): 768×3072 in 0.65× the time; 768×768 slower.
+# The quintic methods ("newton_schulz", "polar_express") evaluate their polynomial on the Gram
+# matrix once max(m, n)/min(m, n) reaches this: the same polynomial (equal results up to rounding)
+# for 4m²n + 34m³ flops instead of 20m²n + 10m³ at 5 steps. Measured on the project's CPUs
+# (``muonlab bench polar``): 768×3072 in ≈ 0.65× the time; square matrices are slower that way.
 GRAM_ASPECT_RATIO = 2.0
 
 
-def resolve_method(x: torch.Tensor, method: str, dtype: torch.dtype | None = None) -> str:
-    """The concrete method ``"auto"`` stands for, for input ``x`` (and iteration ``dtype``, if given)."""
+def resolve_method(x: torch.Tensor, method: str) -> str:
+    """The concrete method ``"auto"`` stands for, for input ``x``."""
     if method != "auto":
         return method
     if x.dtype == torch.float64:
         return "qdwh"
-    m, n = x.shape[-2], x.shape[-1]
-    aspect = max(m, n) / max(1, min(m, n))
-    # Gram NS only where the iteration runs in float32 or wider: in bf16/fp16 it needs restarts
-    # and its accuracy has not been measured against the direct iteration here.
-    wide_enough = iteration_dtype(x, "polar_express", dtype) in (torch.float32, torch.float64)
-    if aspect >= GRAM_ASPECT_RATIO and wide_enough:
-        return "gram_newton_schulz"
     return "polar_express"
+
+
+def uses_gram_form(m: int, n: int, work_dtype: torch.dtype) -> bool:
+    """Whether a quintic method evaluates on the Gram matrix for an m×n input iterated in ``work_dtype``.
+
+    Only in float32 or wider: in bf16/fp16 the Gram form needs restarts and its accuracy has not
+    been measured against the direct iteration (``"gram_newton_schulz"`` still asks for it).
+    """
+    aspect = max(m, n) / max(1, min(m, n))
+    return aspect >= GRAM_ASPECT_RATIO and work_dtype in (torch.float32, torch.float64)
 
 
 def polar(
@@ -110,7 +116,7 @@ def polar(
 
     if x.numel() == 0:
         return torch.zeros_like(x)
-    method = resolve_method(x, method, dtype)
+    method = resolve_method(x, method)
     m, n = x.shape[-2], x.shape[-1]
     work_dtype = iteration_dtype(x, method, dtype)
     batch = x.reshape(-1, m, n).to(work_dtype)
@@ -148,9 +154,11 @@ def _polar_polynomial(
 ) -> torch.Tensor:
     if method == "cubic":
         return it.cubic_iteration(it.normalize(x, eps), it.CUBIC_STEPS if steps is None else steps)
+    gram_form = uses_gram_form(x.shape[-2], x.shape[-1], x.dtype)
     if method == "newton_schulz":
         schedule = it.constant_schedule(coefficients or it.KELLER_COEFFICIENTS, it.KELLER_STEPS if steps is None else steps)
-        return it.quintic_iteration(it.normalize(x, eps), schedule)
+        x0 = it.normalize(x, eps)
+        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
     steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
     if coefficients is not None:
         schedule, safety = it.constant_schedule(coefficients, steps), 1.0
@@ -158,7 +166,7 @@ def _polar_polynomial(
         schedule, safety = it.polar_express_schedule(steps), it.POLAR_EXPRESS_SAFETY
     x0 = it.normalize(x, eps, safety)
     if method == "polar_express":
-        return it.quintic_iteration(x0, schedule)
+        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
     # Gram NS: restart halfway in half precision, where Q and R drift fastest.
     restart = 3 if x.dtype in (torch.bfloat16, torch.float16) else None
     return it.gram_quintic_iteration(x0, schedule, restart_every=restart)
