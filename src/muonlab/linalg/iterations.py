@@ -82,7 +82,10 @@ def quintic_iteration(x: torch.Tensor, schedule: Sequence[Coefficients]) -> torc
     for a, b, c in schedule:
         gram = torch.bmm(x, x.mT)
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # bA + cA²
-        x = torch.baddbmm(x, poly, x, beta=a, alpha=1.0)  # aX + (bA + cA²)X
+        # aX + (bA + cA²)X as (aI + bA + cA²)X: adding a on the small matrix's diagonal saves
+        # a copy of X (baddbmm's "input" term) per step.
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)
+        x = torch.bmm(poly, x)
     return x
 
 
@@ -110,8 +113,6 @@ def gram_quintic_iteration(
     low precision Q and R drift
     apart from their definition; ``restart_every`` recomputes X = Q X₀ and R = X Xᵀ that often.
     """
-    m = x.shape[-2]
-    eye = torch.eye(m, dtype=x.dtype, device=x.device).expand(x.shape[0], m, m)
     x0 = x
     r = torch.bmm(x0, x0.mT)
     q = None  # None stands for the identity, saving the first product
@@ -120,11 +121,12 @@ def gram_quintic_iteration(
             x0 = torch.bmm(q, x0)
             r = torch.bmm(x0, x0.mT)
             q = None
-        poly = torch.baddbmm(r, r, r, beta=b, alpha=c) + a * eye  # aI + bR + cR²
+        poly = torch.baddbmm(r, r, r, beta=b, alpha=c)  # bR + cR²
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)  # + aI, in place
         q = poly if q is None else torch.bmm(poly, q)
         if i == len(schedule) - 1:
             break  # the last R is never used: skip its 4m³ flops
         pr = torch.bmm(poly, r)
         r = torch.bmm(pr, poly)
-        r = 0.5 * (r + r.mT)  # keep R symmetric against rounding drift
+        r = torch.add(r, r.mT).mul_(0.5)  # keep R symmetric against rounding drift
     return x0 if q is None else torch.bmm(q, x0)
