@@ -67,19 +67,28 @@ def time_call(fn: Callable[[], object], repeats: int, device: torch.device, warm
     return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
 
 
-def matmul_flops(m: int, k: int, n: int) -> float:
-    """Flops of an (m×k)·(k×n) product: 2mkn (one multiply and one add per term)."""
-    return 2.0 * m * k * n
+def time_round_robin(fns: dict, repeats: int, device: torch.device, warmup: int = 1) -> dict:
+    """Median wall time of each ``fns[key]()``, timed in rounds (one call of each per round).
 
-
-def plain_matmul_rate(
-    products: Sequence[tuple[int, int, int]], dtype: torch.dtype, device: torch.device, repeats: int
-) -> dict:
-    """GFLOP/s of plain ``torch.mm`` calls running the given (m, k, n) products back to back.
-
-    This is the floor a matmul-only iteration is compared with: the same product shapes, no
-    fusion, no α/β terms, measured in the same process as the iteration itself.
+    On a shared machine the load changes from second to second; interleaving puts the same
+    load on every entry, so ratios of these medians are fair even when absolute times are not.
     """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    times = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[key].append(time.perf_counter() - start)
+    return {key: {"median_s": statistics.median(t), "min_s": min(t), "times_s": t} for key, t in times.items()}
+
+
+def matmul_mix(products: Sequence[tuple[int, int, int]], dtype: torch.dtype, device: torch.device):
+    """(function running plain torch.mm on the given (m, k, n) products, their total flops)."""
     operands = [
         (torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device))
         for m, k, n in products
@@ -89,9 +98,12 @@ def plain_matmul_rate(
         for a, b in operands:
             torch.mm(a, b)
 
-    timing = time_call(run, repeats, device)
-    flops = sum(matmul_flops(*p) for p in products)
-    return {"gflops": flops / timing["median_s"] / 1e9, "median_s": timing["median_s"], "flops": flops}
+    return run, sum(matmul_flops(*p) for p in products)
+
+
+def matmul_flops(m: int, k: int, n: int) -> float:
+    """Flops of an (m×k)·(k×n) product: 2mkn (one multiply and one add per term)."""
+    return 2.0 * m * k * n
 
 
 def random_orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:

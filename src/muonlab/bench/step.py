@@ -278,13 +278,14 @@ def run(args) -> dict:
     hidden_ids = {id(p) for n, p in named.items() if is_hidden(n, p)}
     block_shapes = hidden_shapes[: len(hidden_shapes) // blocks]
 
-    # The floor's rate: plain torch.mm on one quintic step's products for every block shape.
+    # The floor's rate: plain torch.mm on one quintic step's products for every block shape,
+    # timed in the same round-robin as the steps.
     products = []
     for m, n in block_shapes:
         s, l = min(m, n), max(m, n)
         products += [(s, l, s), (s, s, s), (s, s, l)]
     matmul_dtype = torch.bfloat16 if device.type == "cuda" else dtype
-    rate = common.plain_matmul_rate(products, matmul_dtype, device, repeats)
+    mix, mix_flops = common.matmul_mix(products, matmul_dtype, device)
 
     ortho_shapes = sorted(set(block_shapes))
     ortho_inputs = {shape: common.spectral_test_matrix(*shape, ORTHO_KAPPA, seed=7)[0].to(device, dtype)
@@ -303,11 +304,15 @@ def run(args) -> dict:
         steps[row.key] = _with_context(step, row.context)
         states[row.key] = optimizers
         steps[row.key]()  # warm-up: creates the state
+    steps["plain_matmul"] = mix  # timed in the same rounds: the floor's rate under the same load
+    mix()
     common.synchronize(device)
     times = {key: [] for key in steps}
     for _ in range(repeats):
         for key, step in steps.items():
             times[key].append(common.time_call(step, 1, device, warmup=0)["median_s"])
+    matmul_s = statistics.median(times["plain_matmul"])
+    rate = {"gflops": mix_flops / matmul_s / 1e9, "median_s": matmul_s, "flops": mix_flops}
     for row in rows:
         entry = {"key": row.key, "label": row.label}
         if row.key == "torch_muon_bf16":
