@@ -131,3 +131,23 @@ def test_method_resolution_and_errors():
         muonlab.Muon(w, adjust_lr_fn="keller")
     with pytest.raises(ValueError, match="'matrix' group"):
         muonlab.Muon([{"params": [torch.randn(3, requires_grad=True)], "kind": "matrix"}])
+
+
+def test_signature_starts_with_torch_muons():
+    import inspect
+
+    ours = list(inspect.signature(muonlab.Muon).parameters.values())
+    theirs = list(inspect.signature(torch.optim.Muon).parameters.values())
+    assert [p.name for p in ours[: len(theirs)]] == [p.name for p in theirs]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ours[len(theirs):])
+    for p, q in zip(ours, theirs):  # same defaults, except ns_* whose None means "torch's quintic if given"
+        if p.name not in ("params", "ns_coefficients", "ns_steps"):
+            assert p.default == q.default, p.name
+
+
+def test_add_param_group_later_is_routed():
+    w = torch.randn(5, 3, requires_grad=True)
+    opt = muonlab.Muon([w])
+    opt.add_param_group({"params": [torch.randn(4, 4, requires_grad=True), torch.randn(4, requires_grad=True)]})
+    assert [g["update"] for g in opt.param_groups] == ["spectral", "spectral", "adamw"]
+    assert opt.param_groups[2]["lr"] == 3e-4
