@@ -179,6 +179,10 @@ def test_bad_input_errors_name_the_argument():
         muonlab.Muon([torch.randn(3, 3, dtype=torch.complex64, requires_grad=True)])
     with pytest.raises(ValueError, match="kind"):
         muonlab.Muon([{"params": [w], "kind": "bias"}])
+    with pytest.raises(ValueError, match="'momentun'"):
+        muonlab.Muon([{"params": [w], "momentun": 0.9}])
+    with pytest.raises(ValueError, match="'betas'.*adamw_"):
+        muonlab.Muon([{"params": [w], "kind": "vector", "betas": (0.9, 0.9)}])
     with pytest.raises(ValueError, match="unknown optimizer name 'lion'"):
         make_optimizer("lion", [w])
     with pytest.raises(TypeError, match="betaz"):

@@ -37,6 +37,8 @@ from muonlab.optim import pipeline as pl
 
 KINDS = ("matrix", "embedding", "head", "vector")
 NONFINITE_POLICIES = ("skip", "raise")
+# Param-group keys besides the optimizer's defaults: routing keys, and the LR schedulers' initial_lr.
+GROUP_KEYS = frozenset({"params", "param_names", "kind", "update", "initial_lr"})
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
@@ -134,6 +136,15 @@ class SpectralOptimizer(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
+        unknown = sorted(set(group) - set(self.defaults) - GROUP_KEYS, key=str)
+        if unknown:
+            raise ValueError(
+                f"unknown param-group key(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
+                f"it accepts {', '.join(sorted(set(self.defaults) | GROUP_KEYS))} "
+                "(the AdamW part is set with the adamw_* keys)"
+            )
+        if "params" not in group:
+            raise ValueError("a param group needs a 'params' entry")
         params = group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -310,7 +321,11 @@ class SpectralOptimizer(Optimizer):
         raise NotImplementedError(f"{type(self).__name__} must define spectral_inputs")
 
     def transform(self, x: torch.Tensor, group: dict) -> torch.Tensor:
-        """The update direction of a (B, m, n) batch of matrices (before the shape scale)."""
+        """The update direction of a (B, m, n) batch of matrices (before the shape scale).
+
+        Return a new tensor, or ``x`` itself (never another view of it): the caller scales the
+        result in place unless it is ``x``, and ``x`` may share memory with the optimizer state.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define transform")
 
     def apply_updates(
@@ -344,7 +359,8 @@ class SpectralOptimizer(Optimizer):
             out = self.transform(batch, group)
             scale = pl.shape_scale(rows, cols, rule)
             if scale != 1.0:
-                out = out * scale
+                # In place unless the transform handed back its input (Ψ₁ is the identity).
+                out = out * scale if out is batch else out.mul_(scale)
             pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
