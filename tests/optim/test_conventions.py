@@ -38,14 +38,17 @@ def test_muon_trains_out_of_the_box(grouped):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("name", OURS + ["adamw"])
-def test_resume_is_bitwise(name, tmp_path):
-    """10 steps straight == 5 steps, save, load into a fresh optimizer (weights_only=True), 5 steps."""
+@pytest.mark.parametrize("name,dtype", [(n, torch.float32) for n in OURS + ["adamw"]]
+                         + [("muon", torch.bfloat16), ("adam", torch.float16)])
+def test_resume_is_bitwise(name, dtype, tmp_path):
+    """10 steps straight == 5 steps, save, load into a fresh optimizer (weights_only=True), 5 steps.
+
+    Half-precision parameters keep fp32 state, which must survive the load uncast."""
     tokens, targets = task()
     torch.manual_seed(1)
-    straight = TinyNet()
+    straight = TinyNet().to(dtype)
     torch.manual_seed(1)
-    resumed = TinyNet()
+    resumed = TinyNet().to(dtype)
     opt_a = make_optimizer(name, param_groups(straight))
     for _ in range(10):
         _grads(straight, tokens, targets, opt_a)
@@ -58,7 +61,7 @@ def test_resume_is_bitwise(name, tmp_path):
     torch.save({"model": resumed.state_dict(), "opt": opt_b.state_dict()}, path)
     ckpt = torch.load(path, weights_only=True)
     torch.manual_seed(99)
-    fresh = TinyNet()
+    fresh = TinyNet().to(dtype)
     fresh.load_state_dict(ckpt["model"])
     opt_c = make_optimizer(name, param_groups(fresh))
     opt_c.load_state_dict(ckpt["opt"])
