@@ -81,6 +81,114 @@ def all_scenarios(rank: int, world_size: int) -> dict:
     return results
 
 
+# ---------------------------------------------------------------- training equivalence
+
+BATCH = 12  # divisible by 2 and 3: every rank gets an equal slice, so mean-of-means = full mean
+STEPS = 3
+
+
+class TinyNet(torch.nn.Module):
+    """Matrices of several shapes (two equal ones, rows not divisible by 2 or 3, a 3-D tensor) plus vectors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(6, 10)
+        self.h1 = torch.nn.Linear(10, 10, bias=False)
+        self.h2 = torch.nn.Linear(10, 10, bias=False)
+        self.mix = torch.nn.Parameter(torch.randn(7, 10, 1) / 10**0.5)  # flattened to 7 x 10 by Muon
+        self.out = torch.nn.Linear(7, 5)
+        self.gain = torch.nn.Parameter(torch.ones(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x))
+        h = torch.tanh(self.h1(h)) * self.gain
+        h = torch.tanh(self.h2(h))
+        h = torch.tanh(h @ self.mix.squeeze(-1).T)
+        return self.out(h)
+
+
+def make_model() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def make_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + step)
+    return torch.randn(BATCH, 6, generator=generator), torch.randn(BATCH, 5, generator=generator)
+
+
+def make_optimizer(model: torch.nn.Module, kind: str = "muon", **kwargs):
+    import muonlab
+
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    return muonlab.Muon(model.parameters(), lr=0.05, weight_decay=0.1, adamw_lr=0.01, adamw_weight_decay=0.1, **kwargs)
+
+
+def train(model, optimizer, steps: range, rank: int = 0, world_size: int = 1) -> None:
+    for step in steps:
+        x, y = make_data(step)
+        per_rank = BATCH // world_size
+        x, y = x[rank * per_rank : (rank + 1) * per_rank], y[rank * per_rank : (rank + 1) * per_rank]
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def full_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+        for name, p in model.named_parameters()
+    }
+
+
+def single_process_reference(kind: str = "muon") -> dict[str, torch.Tensor]:
+    model = make_model()
+    train(model, make_optimizer(model, kind), range(STEPS))
+    return full_params(model)
+
+
+def shard_model(model: torch.nn.Module, world_size: int) -> torch.nn.Module:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    for module in (model.inp, model.h1, model.h2, model.out):
+        fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def ddp_scenario(rank: int, world_size: int) -> dict:
+    """DDP (plain tensors, gradient all-reduce) + Muon splitting its matrix work across ranks."""
+    model = make_model()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = make_optimizer(model)
+    train(ddp, optimizer, range(STEPS), rank, world_size)
+    return {
+        "params": full_params(model),
+        "matrices_owned": optimizer._distribution.stats.matrices,
+        "flops_owned": optimizer._distribution.stats.flops,
+    }
+
+
+def fsdp_scenario(rank: int, world_size: int) -> dict:
+    """FSDP2 fully_shard (DTensor Shard(0)) + Muon with no extra arguments."""
+    model = shard_model(make_model(), world_size)
+    optimizer = make_optimizer(model)
+    train(model, optimizer, range(STEPS), rank, world_size)
+    types = sorted({type(v).__name__ for state in optimizer.state.values() for v in state.values()})
+    return {
+        "params": full_params(model),
+        "param_types": sorted({type(p).__name__ for p in model.parameters()}),
+        "state_types": types,
+        "matrices_owned": optimizer._distribution.stats.matrices,
+    }
+
+
 SCENARIOS = {
     "comm": comm_scenario,
+    "ddp": ddp_scenario,
+    "fsdp": fsdp_scenario,
 }

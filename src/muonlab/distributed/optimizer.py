@@ -54,6 +54,7 @@ class OptimizerDistribution:
     """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a 1-D DeviceMesh."""
 
     def __init__(self, distributed="auto") -> None:
+        resolve_distribution([], distributed)  # checks the setting itself (no parameters needed)
         self.setting = distributed
         self.stats = CommStats()
         self._resolved: dict[int, tuple[tuple[int, ...], Distribution | None]] = {}
