@@ -187,8 +187,143 @@ def fsdp_scenario(rank: int, world_size: int) -> dict:
     }
 
 
+def checkpoint_scenario(rank: int, world_size: int, root: str = "") -> dict:
+    """FSDP2: save model + optimizer with torch.distributed.checkpoint after 2 steps, resume in fresh objects."""
+    import os
+    import tempfile
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model = shard_model(make_model(), world_size)
+    optimizer = make_optimizer(model)
+    train(model, optimizer, range(2), rank, world_size)
+    # one directory for all ranks: rank 0 makes it, the others learn its name
+    names = [tempfile.mkdtemp(prefix="muonlab-dcp-") if rank == 0 else None]
+    dist.broadcast_object_list(names, src=0)
+    path = os.path.join(names[0], "step2")
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+    train(model, optimizer, range(2, 4), rank, world_size)
+    uninterrupted = full_params(model)
+    uninterrupted_state = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in optimizer.state[next(iter(model.h1.parameters()))].items()
+    }
+
+    torch.manual_seed(123)  # the fresh model starts elsewhere: only the checkpoint can make it equal
+    resumed_model = shard_model(TinyNet(), world_size)
+    resumed_opt = make_optimizer(resumed_model)
+    model_sd, optim_sd = get_state_dict(resumed_model, resumed_opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(resumed_model, resumed_opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    train(resumed_model, resumed_opt, range(2, 4), rank, world_size)
+    resumed_state = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v)
+        for k, v in resumed_opt.state[next(iter(resumed_model.h1.parameters()))].items()
+    }
+    dist.barrier()
+    if rank == 0:
+        import shutil
+
+        shutil.rmtree(names[0], ignore_errors=True)
+    return {
+        "uninterrupted": uninterrupted,
+        "resumed": full_params(resumed_model),
+        "uninterrupted_state": uninterrupted_state,
+        "resumed_state": resumed_state,
+    }
+
+
+def _error_of(fn) -> str:
+    try:
+        fn()
+    except Exception as err:  # the test reads the type and message
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+def bad_input_scenario(rank: int, world_size: int) -> dict:
+    """Every bad set-up raises a clear error on every rank (and nothing hangs: the harness has a timeout)."""
+    import muonlab
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    out = {}
+    sharded = shard_model(make_model(), world_size)
+    plain = torch.nn.Linear(4, 4)
+    out["mixed"] = _error_of(lambda: muonlab.Muon([sharded.h1.weight, plain.weight]))
+    out["none_with_dtensor"] = _error_of(lambda: muonlab.Muon(sharded.parameters(), distributed="none"))
+    mesh_2d = init_device_mesh("cpu", (1, world_size), mesh_dim_names=("replica", "shard"))
+    weight_2d = distribute_tensor(torch.randn(6, 4), mesh_2d, [Replicate(), Shard(0)])
+    out["mesh_2d"] = _error_of(lambda: muonlab.Muon([torch.nn.Parameter(weight_2d)]))
+    out["mesh_2d_arg"] = _error_of(lambda: muonlab.Muon(torch.nn.Linear(3, 3).parameters(), distributed=mesh_2d))
+    out["bad_setting"] = _error_of(lambda: muonlab.Muon(torch.nn.Linear(3, 3).parameters(), distributed="fsdp"))
+
+    # Ranks that built different parameter lists: rank 0 has one matrix more.
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(4, 8, bias=False), torch.nn.Linear(8, 6, bias=False)]
+    params = [layer.weight for layer in layers[: 2 if rank == 0 else 1]]
+    optimizer = muonlab.Muon(params, lr=0.01)
+
+    def step():
+        for p in params:
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+
+    out["disagree"] = _error_of(step)
+    # ...and the process group still works afterwards (no collective left half-done)
+    probe = torch.ones(1)
+    dist.all_reduce(probe)
+    out["after"] = float(probe.item())
+
+    # A non-finite gradient on one rank's shard only: every rank skips the step, nothing changes.
+    model = shard_model(make_model(), world_size)
+    optimizer = make_optimizer(model)
+    before = full_params(model)
+    x, y = make_data(0)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    if rank == world_size - 1:
+        model.h1.weight.grad.to_local().fill_(float("nan"))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optimizer.step()
+    out["nan_warned"] = any("non-finite" in str(w.message) for w in caught)
+    out["nan_unchanged"] = all(torch.equal(before[k], v) for k, v in full_params(model).items())
+    out["nan_no_state"] = len(optimizer.state) == 0
+    return out
+
+
+def comm_volume_scenario(rank: int, world_size: int) -> dict:
+    """Bytes every collective moved in one FSDP2 step (forward, backward, optimizer): AdamW vs Muon."""
+    from muonlab.distributed.measure import CollectiveCounter
+
+    out = {}
+    for kind in ("adamw", "muon"):
+        model = shard_model(make_model(), world_size)
+        optimizer = make_optimizer(model, kind)
+        train(model, optimizer, range(1), rank, world_size)  # warm-up: lazy state, first-step checks
+        if kind == "muon":
+            optimizer._distribution.stats.reset()
+        x, y = make_data(1)
+        per = BATCH // world_size
+        with CollectiveCounter(world_size, rank) as counter:
+            torch.nn.functional.mse_loss(model(x[rank * per : (rank + 1) * per]), y[rank * per : (rank + 1) * per]).backward()
+            with CollectiveCounter(world_size, rank) as step_counter:
+                optimizer.step()
+        out[kind] = {"total": counter.bytes_sent, "step": step_counter.bytes_sent, "by_op": dict(counter.by_op)}
+        if kind == "muon":
+            out["muon_stats_step"] = optimizer._distribution.stats.per_op
+    return out
+
+
 SCENARIOS = {
     "comm": comm_scenario,
     "ddp": ddp_scenario,
     "fsdp": fsdp_scenario,
+    "checkpoint": checkpoint_scenario,
+    "bad_input": bad_input_scenario,
+    "comm_volume": comm_volume_scenario,
 }

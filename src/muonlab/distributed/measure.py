@@ -64,18 +64,17 @@ class CollectiveCounter(TorchDispatchMode):
             return (w - 1) * _nbytes(args[0])
         if op in ("reduce_scatter_tensor", "reduce_scatter_tensor_coalesced"):
             return (w - 1) * _nbytes(args[0]) // w
-        if op == "alltoall_base_":
-            output, inp, _out_splits, in_splits = args[:4]
+        if op == "alltoall_base_":  # (output, input, group, output_split_sizes, input_split_sizes, ...)
+            inp, in_splits = args[1], args[4]
             total = _nbytes(inp)
             if in_splits:
-                itemsize = inp.element_size()
                 row = inp[0].numel() if inp.dim() > 1 else 1
-                return total - in_splits[self.rank] * row * itemsize
+                return total - in_splits[self.rank] * row * inp.element_size()
             return total * (w - 1) // w
         if op in ("alltoall_", "all_to_all_single"):
             return _nbytes(args[1]) * (w - 1) // w
-        if op == "broadcast_":
-            return _nbytes(args[0])
+        if op == "broadcast_":  # (tensors, group, root_rank, ...): only the root sends
+            return _nbytes(args[0]) if args[2] == self.rank else 0
         if op in ("barrier", "monitored_barrier_"):
             return 0
         return _nbytes(args[0]) if args else 0

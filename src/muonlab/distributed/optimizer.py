@@ -90,7 +90,9 @@ class OptimizerDistribution:
         groups = self._process_groups(param_groups)
         if not groups:
             return all_finite
-        sig = [(index, group.get("update", ""), signature(params)) for index, (group, params) in enumerate(work)]
+        sig = [
+            (index, group.get("update", "")) + entry for index, (group, params) in enumerate(work) for entry in signature(params)
+        ]
         checksum = float(zlib.crc32(repr(sig).encode()))
         finite_everywhere = True
         for process_group, device in groups:

@@ -163,7 +163,7 @@ def check_same_on_all_ranks(sig: list, group=None, what: str = "the optimizer's 
             continue
         detail = _first_difference(first, other)
         raise RuntimeError(
-            f"ranks disagree on {what}: rank 0 has {len(first)} entries, rank {rank} has {len(other)}; {detail}. "
+            f"ranks disagree on {what}: rank 0 has {len(first)}, rank {rank} has {len(other)}; {detail}. "
             "Every rank must build the same model and optimizer (same parameters, shapes, dtypes and sharding)"
         )
 
@@ -172,7 +172,8 @@ def _first_difference(a: list, b: list) -> str:
     for index, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return f"first difference at entry {index}: {x} vs {y}"
-    return f"the shorter list ends at entry {min(len(a), len(b))}"
+    longer = a if len(a) > len(b) else b
+    return f"the shorter list ends at entry {min(len(a), len(b))}, where the longer one has {longer[min(len(a), len(b))]}"
 
 
 def default_device(params: Sequence[Tensor]) -> torch.device:
