@@ -109,6 +109,8 @@ class OptimizerDistribution:
         """``optimizer.compute_updates(inputs, group)``, each matrix computed whole on one rank."""
         distribution = self.resolve(group)
         if distribution is None:
+            self.stats.flops += sum(block_flops(x.shape, group) for x in inputs)
+            self.stats.matrices += len(inputs)
             return optimizer.compute_updates(inputs, group)
         world_size = dist.get_world_size(distribution.group)
         layouts = [layout_of(x) for x in inputs]
