@@ -146,15 +146,17 @@ def _adamw_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> lis
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW on everything for 'adamw'; otherwise muonlab.make_optimizer over muonlab.param_groups(model)."""
+    """torch AdamW (SGD) on everything for 'adamw' ('sgd'), with no decay on vectors; otherwise
+    muonlab.make_optimizer over muonlab.param_groups(model): the spectral rule on hidden matrices, AdamW at
+    ``cfg.aux_lr`` on embeddings, the head and vectors. The schedule scales every group's lr alike."""
     lr = cfg.peak_lr
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-10)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, momentum=0.9)
     else:
-        try:
-            from muonlab import make_optimizer, param_groups
-        except ImportError as err:
-            raise TrainError(f"--optimizer {cfg.optimizer} needs muonlab.make_optimizer (the optim layer)") from err
+        from muonlab.optim import make_optimizer, param_groups
+
         opt = make_optimizer(cfg.optimizer, param_groups(model), lr=lr, weight_decay=cfg.weight_decay,
                              adamw_lr=cfg.aux_lr)
     for group in opt.param_groups:
