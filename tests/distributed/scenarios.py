@@ -319,6 +319,59 @@ def comm_volume_scenario(rank: int, world_size: int) -> dict:
     return out
 
 
+def trainer_scenario(rank: int, world_size: int) -> dict:
+    """``muonlab train --parallel ddp|fsdp`` (the train() it calls) vs one process on the full batch,
+    and an FSDP run stopped by Ctrl-C on rank 0 only, then resumed from its DCP checkpoint."""
+    import os
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from muonlab.tasks.lm.train import TrainConfig, train
+
+    names = [tempfile.mkdtemp(prefix="muonlab-train-") if rank == 0 else None]
+    dist.broadcast_object_list(names, src=0)
+    root = Path(names[0])
+    if rank == 0:
+        from tests.lm.conftest import write_corpus
+
+        write_corpus(root / "corpus")
+    dist.barrier()
+    per_rank = 2
+    base = dict(data=str(root / "corpus"), model="micro", block_size=32, steps=4, eval_every=2, eval_batches=2,
+                ckpt_every=100, progress=False, seed=1, optimizer="muon", record_logits=False)
+
+    def config(**kw):
+        return TrainConfig(**dict(base, **kw))
+
+    out: dict = {}
+    if rank == 0:  # the single-process reference on the global batch
+        single = train(config(batch_size=per_rank * world_size, out=str(root / "single")))
+        out["single"] = single["train_losses"]
+    dist.barrier()
+    for kind in ("ddp", "fsdp"):
+        result = train(config(batch_size=per_rank, parallel=kind, out=str(root / kind)))
+        out[kind] = result["train_losses"]
+        out[f"{kind}_val"] = result["val_losses"]
+        out[f"{kind}_files"] = sorted(os.listdir(root / kind)) if rank == 0 else []
+
+    def ctrl_c_on_rank0(step, loss):
+        if step == 2 and rank == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    part = train(config(batch_size=per_rank, parallel="fsdp", out=str(root / "part")), on_step=ctrl_c_on_rank0)
+    out["part_interrupted"], out["part_steps"] = part["interrupted"], part["steps_done"]
+    resumed = train(config(batch_size=per_rank, parallel="fsdp", out=str(root / "part"), resume=True))
+    out["resumed"] = resumed["train_losses"]
+    out["resumed_val"] = resumed["val_losses"]
+    dist.barrier()
+    if rank == 0:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 SCENARIOS = {
     "comm": comm_scenario,
     "ddp": ddp_scenario,
@@ -326,4 +379,5 @@ SCENARIOS = {
     "checkpoint": checkpoint_scenario,
     "bad_input": bad_input_scenario,
     "comm_volume": comm_volume_scenario,
+    "trainer": trainer_scenario,
 }

@@ -31,7 +31,8 @@ def _worker(rank: int, world_size: int, root: str, timeout: float, threads: int,
         init_method=f"file://{os.path.join(root, 'rendezvous')}",
         rank=rank,
         world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout),
+        # collectives give up first, so a mismatch surfaces as an exception with a traceback
+        timeout=datetime.timedelta(seconds=timeout / 2),
     )
     try:
         result = fn(rank, world_size, *args)
