@@ -122,6 +122,8 @@ def make_optimizer(model: torch.nn.Module, kind: str = "muon", **kwargs):
 
     if kind == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    if kind == "muon_bf16":  # the iteration in bf16 (CUDA's default): matrices then travel in bf16 too
+        kwargs = dict(kwargs, polar_dtype=torch.bfloat16)
     return muonlab.Muon(model.parameters(), lr=0.05, weight_decay=0.1, adamw_lr=0.01, adamw_weight_decay=0.1, **kwargs)
 
 
@@ -143,9 +145,9 @@ def full_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def single_process_reference(kind: str = "muon") -> dict[str, torch.Tensor]:
+def single_process_reference(kind: str = "muon", steps: int = STEPS) -> dict[str, torch.Tensor]:
     model = make_model()
-    train(model, make_optimizer(model, kind), range(STEPS))
+    train(model, make_optimizer(model, kind), range(steps))
     return full_params(model)
 
 
@@ -301,11 +303,11 @@ def comm_volume_scenario(rank: int, world_size: int) -> dict:
     from muonlab.distributed.measure import CollectiveCounter
 
     out = {}
-    for kind in ("adamw", "muon"):
+    for kind in ("adamw", "muon", "muon_bf16"):
         model = shard_model(make_model(), world_size)
         optimizer = make_optimizer(model, kind)
         train(model, optimizer, range(1), rank, world_size)  # warm-up: lazy state, first-step checks
-        if kind == "muon":
+        if kind != "adamw":
             optimizer._distribution.stats.reset()
         x, y = make_data(1)
         per = BATCH // world_size
@@ -314,6 +316,7 @@ def comm_volume_scenario(rank: int, world_size: int) -> dict:
             with CollectiveCounter(world_size, rank) as step_counter:
                 optimizer.step()
         out[kind] = {"total": counter.bytes_sent, "step": step_counter.bytes_sent, "by_op": dict(counter.by_op)}
+        out[f"{kind}_params"] = full_params(model)  # after 2 steps
         if kind == "muon":
             out["muon_stats_step"] = optimizer._distribution.stats.per_op
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.distributed.conftest import scenario
+from tests.distributed.scenarios import single_process_reference
 
 
 def test_the_optimizer_leaves_fsdp_traffic_alone_and_adds_only_its_all_to_alls(world):
@@ -26,3 +27,20 @@ def test_muon_moves_at_most_a_third_more_than_adamw(world):
     for out in scenario(results, "comm_volume"):
         ratio = out["muon"]["total"] / out["adamw"]["total"]
         assert 1.0 < ratio <= 1 + 2 / (3 * world_size) + 0.02, ratio
+
+
+def test_bf16_iteration_sends_bf16_matrices_at_half_the_bytes(world):
+    # polar_dtype=bfloat16 (what CUDA uses by default) makes the matrices travel in bf16.
+    world_size, results = world
+    reference = single_process_reference("muon_bf16", steps=2)
+    exact = single_process_reference("muon", steps=2)
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    for out in scenario(results, "comm_volume"):
+        assert out["muon_bf16"]["by_op"]["alltoall_base_"] * 2 == out["muon"]["by_op"]["alltoall_base_"]
+        # the transfers' rounding is no larger than the bf16 iteration's own (vs the fp32 iteration)
+        transfer = sum(rel(out["muon_bf16_params"][n], reference[n]) for n in reference)
+        iteration = sum(rel(reference[n], exact[n]) for n in reference)
+        assert 0 < transfer <= iteration, (transfer, iteration)

@@ -96,12 +96,15 @@ def map_whole(
     owners: Sequence[int],
     group=None,
     stats: CommStats | None = None,
+    comm_dtype: torch.dtype | None = None,
 ) -> list[Tensor]:
     """``[fn(whole tensor i)]`` for every i, computed once on rank ``owners[i]``, returned in each tensor's layout.
 
     ``fn`` receives the list of whole tensors this rank owns (in index order) and must return tensors
     of the same shapes and dtypes. Every rank must call this with the same shapes, dtypes, layouts and
-    owners (collectives are matched by order). Returns DTensors for DTensor inputs, plain tensors otherwise."""
+    owners (collectives are matched by order). Returns DTensors for DTensor inputs, plain tensors otherwise.
+    ``comm_dtype`` (e.g. bfloat16): the values travel in that dtype and are cast back on arrival, halving
+    the bytes; None sends them as they are (exact)."""
     world_size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     count = len(tensors)
@@ -122,10 +125,12 @@ def map_whole(
         send_splits = [sum(p.numel() for p in parts) for parts in send_parts]
         owned = [i for i in sharded if owners[i] == rank]
         recv_splits = [sum(math.prod(layouts[i].piece_shape(q, world_size)) for i in owned) for q in range(world_size)]
-        send = torch.cat([p for parts in send_parts for p in parts]) if sum(send_splits) else torch.empty(0, dtype=dtype, device=device)
-        recv = torch.empty(sum(recv_splits), dtype=dtype, device=device)
+        wire = comm_dtype or dtype
+        send = torch.cat([p for parts in send_parts for p in parts]).to(wire) if sum(send_splits) else torch.empty(0, dtype=wire, device=device)
+        recv = torch.empty(sum(recv_splits), dtype=wire, device=device)
         dist.all_to_all_single(recv, send, recv_splits, send_splits, group=group)
         stats.add("all_to_all", (sum(send_splits) - send_splits[rank]) * send.element_size())
+        recv = recv.to(dtype)
         pieces: dict[int, list[Tensor]] = {i: [] for i in owned}
         for q, chunk in enumerate(recv.split(recv_splits)):
             offset = 0
@@ -167,10 +172,12 @@ def map_whole(
                 sum(math.prod(layouts[i].piece_shape(rank, world_size)) for i in sharded if owners[i] == q)
                 for q in range(world_size)
             ]
-            send = torch.cat([p for parts in send_parts for p in parts]) if sum(send_splits) else torch.empty(0, dtype=dtype, device=device)
-            recv = torch.empty(sum(recv_splits), dtype=dtype, device=device)
+            wire = comm_dtype or dtype
+            send = torch.cat([p for parts in send_parts for p in parts]).to(wire) if sum(send_splits) else torch.empty(0, dtype=wire, device=device)
+            recv = torch.empty(sum(recv_splits), dtype=wire, device=device)
             dist.all_to_all_single(recv, send, recv_splits, send_splits, group=group)
             stats.add("all_to_all", (sum(send_splits) - send_splits[rank]) * send.element_size())
+            recv = recv.to(dtype)
             for q, chunk in enumerate(recv.split(recv_splits)):
                 offset = 0
                 for i in sharded:
@@ -189,12 +196,14 @@ def map_whole(
                 for i in replicated:  # all empty tensors: nothing to move
                     results[i] = _wrap(torch.empty(layouts[i].shape, dtype=dtype, device=device), layouts[i])
                 continue
-            send = torch.zeros(longest, dtype=dtype, device=device)
+            wire = comm_dtype or dtype
+            send = torch.zeros(longest, dtype=wire, device=device)
             if by_rank[rank]:
                 send[: lengths[rank]] = torch.cat([result_of[i].reshape(-1) for i in by_rank[rank]])
-            recv = torch.empty(world_size * longest, dtype=dtype, device=device)
+            recv = torch.empty(world_size * longest, dtype=wire, device=device)
             _all_gather_single(recv, send, group=group)
             stats.add("all_gather", (world_size - 1) * longest * send.element_size())
+            recv = recv.to(dtype)
             for q, members in enumerate(by_rank):
                 offset = q * longest
                 for i in members:

@@ -50,6 +50,24 @@ def block_flops(shape: Sequence[int], group: dict) -> float:
     return float(sum(heads * matrix_flops((max(1, s // heads), cols)) for s in sections))
 
 
+def wire_dtype(inputs: Sequence[Tensor], group: dict) -> torch.dtype | None:
+    """The dtype matrices travel in: the polar iteration's own precision when it is lower than theirs.
+
+    On CUDA, Newton–Schulz / Polar Express run in bfloat16 (:mod:`muonlab.linalg.precision`), so the
+    owner would round its input to bf16 anyway and its result carries bf16 accuracy: sending both in
+    bf16 halves the bytes for a rounding of the same size. On CPU the iteration runs in fp32 and the
+    transfer is exact. ``polar_dtype=torch.float32`` in the group makes both exact on CUDA too."""
+    method = group.get("method")
+    if not inputs or not isinstance(method, str):
+        return None
+    from muonlab.linalg.precision import iteration_dtype
+
+    sample = inputs[0].to_local() if is_dtensor(inputs[0]) else inputs[0]
+    wire = iteration_dtype(sample, method, group.get("polar_dtype"))
+    narrower = torch.finfo(wire).bits < torch.finfo(sample.dtype).bits if wire.is_floating_point else False
+    return wire if narrower and all(x.dtype == sample.dtype for x in inputs) else None
+
+
 class OptimizerDistribution:
     """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a 1-D DeviceMesh."""
 
@@ -127,6 +145,7 @@ class OptimizerDistribution:
             owners,
             distribution.group,
             self.stats,
+            comm_dtype=wire_dtype(inputs, group),
         )
 
     # ------------------------------------------------------------------ helpers
