@@ -60,7 +60,7 @@ class Stack(nn.Module):
         return self.head(x)
 
 
-def _build(parallel: str, optimizer_name: str, width: int, blocks: int, world_size: int):
+def _build(parallel: str, optimizer_name: str, width: int, blocks: int, world_size: int, polar_dtype=None):
     import muonlab
 
     torch.manual_seed(0)
@@ -80,11 +80,11 @@ def _build(parallel: str, optimizer_name: str, width: int, blocks: int, world_si
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     else:
         # embed and head go to Muon's AdamW part (routing by name), the block matrices to Muon
-        optimizer = muonlab.Muon(muonlab.param_groups(model), lr=0.02, weight_decay=0.1)
+        optimizer = muonlab.Muon(muonlab.param_groups(model), lr=0.02, weight_decay=0.1, polar_dtype=polar_dtype)
     return model, wrapped, optimizer
 
 
-def bench_worker(rank: int, world_size: int, width: int, blocks: int, batch: int, repeats: int) -> dict:
+def bench_worker(rank: int, world_size: int, width: int, blocks: int, batch: int, repeats: int, polar_dtype: str) -> dict:
     """Runs inside each rank: every (parallel, optimizer) configuration, one after the other."""
     from muonlab.distributed.measure import CollectiveCounter
 
@@ -96,7 +96,8 @@ def bench_worker(rank: int, world_size: int, width: int, blocks: int, batch: int
     x, y = x[rank * per_rank : (rank + 1) * per_rank], y[rank * per_rank : (rank + 1) * per_rank]
     for parallel in ("ddp", "fsdp"):
         for name in ("adamw", "muon"):
-            model, wrapped, optimizer = _build(parallel, name, width, blocks, world_size)
+            dtype = None if polar_dtype == "auto" else getattr(torch, polar_dtype)
+            model, wrapped, optimizer = _build(parallel, name, width, blocks, world_size, dtype)
 
             def step():
                 loss = nn.functional.mse_loss(wrapped(x), y)
@@ -138,6 +139,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--blocks", type=int, default=None, help="blocks (default 4)")
     parser.add_argument("--batch", type=int, default=48, help="global batch, split over the ranks (default 48)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per configuration (default 5)")
+    parser.add_argument("--polar-dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="Muon's iteration dtype; bfloat16 (CUDA's default) also makes matrices travel in bf16")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before the ranks are killed")
     parser.add_argument("--out", default="results/bench/dist.json", help="JSON results file")
 
@@ -161,7 +164,8 @@ def _settings(args) -> dict:
     for w in sizes:
         if args.batch % w:
             raise CLIError(f"--batch {args.batch} must be divisible by every world size (got {w})")
-    return {"world_sizes": sizes, "width": width, "blocks": blocks, "batch": args.batch, "repeats": repeats}
+    return {"world_sizes": sizes, "width": width, "blocks": blocks, "batch": args.batch, "repeats": repeats,
+            "polar_dtype": args.polar_dtype}
 
 
 def run(settings: dict, timeout: float = 600.0) -> list[dict]:
@@ -177,6 +181,7 @@ def run(settings: dict, timeout: float = 600.0) -> list[dict]:
             settings["blocks"],
             settings["batch"],
             settings["repeats"],
+            settings["polar_dtype"],
             timeout=timeout,
         )
         for index, row in enumerate(per_rank[0]["rows"]):
