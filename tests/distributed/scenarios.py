@@ -117,19 +117,32 @@ def make_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(BATCH, 6, generator=generator), torch.randn(BATCH, 5, generator=generator)
 
 
+# name -> settings: PolarGrad (nuclear-norm scale, QDWH), polar-first PolarGrad (ν computed from whole
+# matrices in apply_updates), AdamQ (Ψ_¼ of Adam's normalized update), SimplifiedMuon (exact polar).
+OTHER_OPTIMIZERS = {
+    "polargrad": dict(lr=1e-3),
+    "polargrad_first": dict(lr=1e-3, polar_first=True),
+    "adamq": dict(lr=0.01),
+    "simplified_muon": dict(lr=0.01),
+}
+
+
 def make_optimizer(model: torch.nn.Module, kind: str = "muon", **kwargs):
     import muonlab
 
     if kind == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    if kind in OTHER_OPTIMIZERS:  # the rest of the family, through the same hook
+        return muonlab.make_optimizer(kind.removesuffix("_first"), model.parameters(), **OTHER_OPTIMIZERS[kind])
     if kind == "muon_bf16":  # the iteration in bf16 (CUDA's default): matrices then travel in bf16 too
         kwargs = dict(kwargs, polar_dtype=torch.bfloat16)
     return muonlab.Muon(model.parameters(), lr=0.05, weight_decay=0.1, adamw_lr=0.01, adamw_weight_decay=0.1, **kwargs)
 
 
 def train(model, optimizer, steps: range, rank: int = 0, world_size: int = 1) -> None:
+    dtype = next(model.parameters()).dtype
     for step in steps:
-        x, y = make_data(step)
+        x, y = (t.to(dtype) for t in make_data(step))
         per_rank = BATCH // world_size
         x, y = x[rank * per_rank : (rank + 1) * per_rank], y[rank * per_rank : (rank + 1) * per_rank]
         loss = torch.nn.functional.mse_loss(model(x), y)
@@ -375,6 +388,19 @@ def trainer_scenario(rank: int, world_size: int) -> dict:
     return out
 
 
+def family_scenario(rank: int, world_size: int) -> dict:
+    """The other spectral optimizers under FSDP2, 2 steps each (compared with one process by the test).
+
+    In float64: Adam-normalized inputs (m / (sqrt(v) + eps)) amplify the fp32 rounding of the gradient
+    reduction on near-zero gradients, which would hide the distribution logic behind fp32 conditioning."""
+    out = {}
+    for kind in OTHER_OPTIMIZERS:
+        model = shard_model(make_model().double(), world_size)
+        train(model, make_optimizer(model, kind), range(2), rank, world_size)
+        out[kind] = full_params(model)
+    return out
+
+
 SCENARIOS = {
     "comm": comm_scenario,
     "ddp": ddp_scenario,
@@ -383,4 +409,5 @@ SCENARIOS = {
     "bad_input": bad_input_scenario,
     "comm_volume": comm_volume_scenario,
     "trainer": trainer_scenario,
+    "family": family_scenario,
 }

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from tests.distributed.conftest import scenario
-from tests.distributed.scenarios import STEPS, single_process_reference
+from tests.distributed.scenarios import (
+    OTHER_OPTIMIZERS,
+    STEPS,
+    full_params,
+    make_model,
+    make_optimizer,
+    single_process_reference,
+    train,
+)
 
 TOLERANCE = 1e-5
 
@@ -20,7 +28,7 @@ def test_matches_single_process(world, setup):
     world_size, results = world
     outs = scenario(results, setup)
     reference = single_process_reference()
-    start = {n: p.detach() for n, p in __import__("tests.distributed.scenarios", fromlist=["make_model"]).make_model().named_parameters()}
+    start = {n: p.detach() for n, p in make_model().named_parameters()}
     for rank, out in enumerate(outs):
         assert out["params"].keys() == reference.keys()
         for name, want in reference.items():
@@ -46,3 +54,15 @@ def test_fsdp_parameters_and_state_stay_dtensors(world):
     for out in scenario(results, "fsdp"):
         assert out["param_types"] == ["DTensor"]
         assert "DTensor" in out["state_types"]
+
+
+@pytest.mark.parametrize("kind", list(OTHER_OPTIMIZERS))
+def test_the_rest_of_the_family_matches_single_process_under_fsdp(world, kind):
+    # float64 (see family_scenario): the distributed result must equal one process to float64 rounding
+    world_size, results = world
+    model = make_model().double()
+    train(model, make_optimizer(model, kind), range(2))
+    reference = full_params(model)
+    for rank, out in enumerate(scenario(results, "family")):
+        for name, want in reference.items():
+            assert _rel(out[kind][name], want) <= 1e-10, (kind, rank, name, _rel(out[kind][name], want))

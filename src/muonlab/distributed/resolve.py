@@ -101,14 +101,14 @@ def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: st
                 f"{where}: distributed='none' with DTensor parameters would orthogonalize each shard separately, "
                 "which changes the math; leave distributed='auto'"
             )
-        layouts = [layout_of(p, f"{where}, parameter {i}") for i, p in enumerate(params)]
+        for i, p in enumerate(params):
+            layout_of(p, f"{where}, parameter {i}")  # raises on meshes and placements we cannot handle
         meshes = {id(p.device_mesh): p.device_mesh for p in params}
         if len(meshes) > 1:
             raise ValueError(f"{where} holds DTensor parameters on {len(meshes)} different meshes; use one mesh per group")
         mesh = next(iter(meshes.values()))
         if _is_group_or_mesh(distributed) and _group_of(distributed) is not mesh.get_group():
             raise ValueError(f"{where}: the process group passed as distributed= is not the mesh of the DTensor parameters")
-        del layouts  # validated; the step recomputes them (cheap) so that they follow the parameters
         return Distribution("sharded", mesh.get_group(), mesh)
     if distributed == "none":
         return None
