@@ -14,7 +14,7 @@ from .conftest import write_corpus
 
 def cfg_for(tmp_path, corpus, **kw):
     base = dict(data=str(corpus), model="micro", block_size=32, batch_size=4, steps=6, eval_every=2, eval_batches=2,
-                ckpt_every=100, out=str(tmp_path / "run"), progress=False, seed=1)
+                ckpt_every=100, out=str(tmp_path / "run"), progress=False, seed=1, threads=1)
     base.update(kw)
     return TrainConfig(**base)
 

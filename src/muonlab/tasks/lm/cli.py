@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batches", type=int, default=d.eval_batches)
     g.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     g.add_argument("--device", default=d.device)
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
     g.add_argument("--out", default=d.out)
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     g.add_argument("--no-progress", action="store_true")
@@ -56,7 +58,8 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
-        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, out=args.out,
+        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
+        out=args.out,
         resume=args.resume, progress=not args.no_progress,
     )
 

@@ -46,7 +46,7 @@ DEFAULT_LR: dict[str, float] = {
 }
 ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely.
-NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume"}
+NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads"}
 
 
 class TrainError(ValueError):
@@ -81,6 +81,7 @@ class TrainConfig:
     qk_clip: float | None = None       # τ; None: no clipping
     record_logits: bool = True
     device: str = "auto"
+    threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
     out: str = "runs/lm"
     resume: bool = False
     progress: bool = True
@@ -279,6 +280,16 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
     If interrupted (Ctrl-C), saves a checkpoint after the current step and returns results with
     ``"interrupted": True``; ``cfg.resume=True`` continues from it."""
     cfg.validate()
+    previous_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, on_step, token_data)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(cfg: TrainConfig, on_step, token_data) -> dict:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
