@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-steps", type=int, default=None)
     g.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (per rank with --parallel)")
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--qk-clip", type=float, default=None, metavar="TAU", help="QK-Clip threshold (per head)")
@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device)
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
+    g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
+                   help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on CUDA")
     g.add_argument("--out", default=d.out)
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     g.add_argument("--no-progress", action="store_true")
@@ -59,7 +61,7 @@ def config_from_args(args: argparse.Namespace):
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
-        out=args.out,
+        out=args.out, parallel=args.parallel,
         resume=args.resume, progress=not args.no_progress,
     )
 

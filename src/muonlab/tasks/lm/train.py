@@ -83,6 +83,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
     out: str = "runs/lm"
+    parallel: str = "none"             # none | ddp | fsdp (launch with torchrun); batch_size is per rank
     resume: bool = False
     progress: bool = True
 
@@ -101,6 +102,11 @@ class TrainConfig:
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.qk_clip is not None and not (math.isfinite(self.qk_clip) and self.qk_clip > 0):
             raise TrainError(f"--qk-clip must be a positive number (tau), got {self.qk_clip}")
+        if self.parallel not in ("none", "ddp", "fsdp"):
+            raise TrainError(f"--parallel must be none, ddp or fsdp, got {self.parallel!r}")
+        if self.parallel != "none" and self.qk_clip is not None:
+            raise TrainError("--qk-clip with --parallel is not supported yet: each rank would clip from its own "
+                             "batch's logits; run QK-Clip experiments with --parallel none")
         if self.grad_clip < 0:
             raise TrainError(f"--grad-clip must be >= 0 (0 disables), got {self.grad_clip}")
         return self
@@ -158,8 +164,9 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     else:
         from muonlab.optim import make_optimizer, param_groups
 
+        # parallel none: one process even if a process group happens to exist (e.g. a rank-0-only run)
         opt = make_optimizer(cfg.optimizer, param_groups(model), lr=lr, weight_decay=cfg.weight_decay,
-                             adamw_lr=cfg.aux_lr)
+                             adamw_lr=cfg.aux_lr, distributed="auto" if cfg.parallel != "none" else "none")
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return opt
@@ -191,14 +198,15 @@ def measure_max_logits(model: GPT, x: torch.Tensor, device: torch.device) -> tor
 
 
 def train_step(model: GPT, optimizer: torch.optim.Optimizer, batch, cfg: TrainConfig, device: torch.device,
-               clip=None) -> tuple[float, torch.Tensor | None]:
+               clip=None, forward: torch.nn.Module | None = None) -> tuple[float, torch.Tensor | None]:
     """One optimizer step on one batch: forward, backward, grad clip, step, then QK-Clip (if any).
 
     Returns the batch loss and the (n_layer, n_head) max logits measured after the step on the same batch
-    (clip applied), or None when recording is off."""
+    (clip applied), or None when recording is off. ``forward``: the module to call for the training forward
+    when it is a wrapper of ``model`` (DDP); default ``model``."""
     x, y = (t.to(device, non_blocking=True) for t in batch)
     with autocast_for(device):
-        _, loss = model(x, y)
+        _, loss = (forward or model)(x, y)
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -278,26 +286,40 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
     """Run (or resume) training; returns the results dict also written to cfg.out/results.json.
 
     If interrupted (Ctrl-C), saves a checkpoint after the current step and returns results with
-    ``"interrupted": True``; ``cfg.resume=True`` continues from it."""
+    ``"interrupted": True``; ``cfg.resume=True`` continues from it. ``cfg.parallel`` "ddp"/"fsdp": one
+    process per rank under ``torchrun`` (see :mod:`muonlab.distributed.parallel`); rank 0 writes the files."""
     cfg.validate()
+    from muonlab.distributed.parallel import setup_parallel
+
+    try:
+        par = setup_parallel(cfg.parallel, cfg.device)
+    except ValueError as err:
+        raise TrainError(str(err)) from err
     previous_threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, on_step, token_data)
+        return _train(cfg, par, on_step, token_data)
     finally:
         torch.set_num_threads(previous_threads)
+        par.close()
 
 
-def _train(cfg: TrainConfig, on_step, token_data) -> dict:
-    device = resolve_device(cfg.device)
+def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict:
+    device = par.device if par.active else resolve_device(cfg.device)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if token_data is None:
-        token_data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction, verbose=cfg.progress)
+        if not par.is_main:
+            par.barrier()  # rank 0 builds the token cache first, the others then read it
+        token_data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
+                                  verbose=cfg.progress and par.is_main)
+        if par.is_main:
+            par.barrier()
     model = build_model(cfg, token_data.vocab_size).to(device)
     block = model.config.block_size
-    token_data.check_fits(cfg.batch_size, block)
+    token_data.check_fits(cfg.batch_size * par.world_size, block)
+    forward = par.wrap(model, model.blocks)  # DDP wrapper, or the model itself sharded in place (FSDP2)
     optimizer = build_optimizer(cfg, model)
     clip = None
     if cfg.qk_clip is not None:
@@ -307,7 +329,8 @@ def _train(cfg: TrainConfig, on_step, token_data) -> dict:
             clip = QKClip(model, cfg.qk_clip)
         except ValueError as err:
             raise TrainError(f"--qk-clip: {err}") from err
-    sampler = BatchSampler(token_data.train, cfg.batch_size, block, seed=cfg.seed)
+    sampler = BatchSampler(token_data.train, cfg.batch_size, block, seed=cfg.seed, rank=par.rank,
+                           world_size=par.world_size)
     val_batches = eval_batches(token_data.val, cfg.batch_size, block, cfg.eval_batches, seed=cfg.seed + 1234)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 20)
 
@@ -318,22 +341,44 @@ def _train(cfg: TrainConfig, on_step, token_data) -> dict:
         if not ckpt_path.exists():
             raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
         payload = load_checkpoint(ckpt_path, cfg)
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("world_size", 1) != par.world_size:
+            raise TrainError(f"checkpoint {ckpt_path} was written by {payload.get('world_size', 1)} ranks, this run "
+                             f"has {par.world_size}; resume with the same --nproc_per_node")
+        if par.kind == "fsdp":
+            par.load_sharded(out / payload["sharded"], model, optimizer)
+        else:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
         history = payload["history"]
         start = int(payload["step"])
     elif ckpt_path.exists():
         raise TrainError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "history": history, "config": cfg.trajectory_dict()})
+        meta = {"step": step, "history": history, "config": cfg.trajectory_dict(), "world_size": par.world_size}
+        if par.kind == "fsdp":
+            # Shards via torch.distributed.checkpoint in a folder named after the step; checkpoint.pt (written
+            # last, atomically) points at it, so a crash in between leaves the previous pair intact.
+            folder = f"checkpoint_dcp_step{step}"
+            previous = load_checkpoint(ckpt_path, cfg).get("sharded") if par.is_main and ckpt_path.exists() else None
+            par.save_sharded(out / folder, model, optimizer)
+            if par.is_main:
+                save_checkpoint(ckpt_path, dict(meta, sharded=folder))
+                if previous and previous != folder:
+                    import shutil
 
-    tokens_per_step = cfg.batch_size * block
+                    shutil.rmtree(out / previous, ignore_errors=True)
+            par.barrier()
+            return
+        if par.is_main:
+            save_checkpoint(ckpt_path, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()))
+        par.barrier()
+
+    tokens_per_step = cfg.batch_size * block * par.world_size
     model.train()
     interrupted = diverged = False
     bar = None
-    if cfg.progress:
+    if cfg.progress and par.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.optimizer} {cfg.model}/{cfg.attention}",
@@ -342,7 +387,8 @@ def _train(cfg: TrainConfig, on_step, token_data) -> dict:
         for step in range(start, cfg.steps):
             set_lr(optimizer, lr_multiplier(step, cfg.steps, warmup, cfg.min_lr_ratio))
             t0 = time.perf_counter()
-            loss, logits = train_step(model, optimizer, sampler.batch(step), cfg, device, clip)
+            loss, logits = train_step(model, optimizer, sampler.batch(step), cfg, device, clip, forward)
+            loss = par.mean(loss)  # each rank saw its slice: the global batch's loss
             if device.type == "cuda":
                 torch.cuda.synchronize()
             history["train_time_s"] += time.perf_counter() - t0
@@ -369,7 +415,7 @@ def _train(cfg: TrainConfig, on_step, token_data) -> dict:
                 on_step(step + 1, loss)
             if diverged:
                 break
-            if stop.requested:
+            if par.any(stop.requested):  # all ranks stop at the same step
                 checkpoint(step + 1)
                 interrupted = True
                 break
@@ -381,10 +427,12 @@ def _train(cfg: TrainConfig, on_step, token_data) -> dict:
     results = summarize(cfg, history, tokens_per_step, model)
     results["interrupted"] = interrupted
     results["diverged"] = diverged
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    if not interrupted:
-        plot_results(results, out)
+    results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
+    if par.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", results)
+        if not interrupted:
+            plot_results(results, out)
     return results
 
 
