@@ -185,8 +185,11 @@ def plot_curves(best: dict, path: Path, target) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, r in best.items():
-        ax.plot(r["val_steps"], r["val_losses"], marker="o", ms=2, label=f"{LABELS.get(name, name)} ({r['peak_lr']:.3g})")
+    colors = plt.cm.tab20.colors
+    for i, (name, r) in enumerate(best.items()):
+        ax.plot(r["val_steps"], r["val_losses"], marker="o", ms=2, color=colors[(2 * i) % 20 + (2 * i) // 20],
+                ls="--" if name.startswith("adam") and name != "adamw" else "-",
+                label=f"{LABELS.get(name, name)} ({r['peak_lr']:.3g})")
     if target is not None and math.isfinite(target):
         ax.axhline(target, color="k", ls="--", lw=0.8, label="AdamW final")
     ax.set_xlabel("step")
