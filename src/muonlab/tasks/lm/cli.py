@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batches", type=int, default=d.eval_batches)
     g.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     g.add_argument("--device", default=d.device)
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
     g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
                    help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on CUDA")
     g.add_argument("--out", default=d.out)
@@ -58,7 +60,8 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
-        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, out=args.out, parallel=args.parallel,
+        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
+        out=args.out, parallel=args.parallel,
         resume=args.resume, progress=not args.no_progress,
     )
 

@@ -46,7 +46,7 @@ DEFAULT_LR: dict[str, float] = {
 }
 ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely.
-NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume"}
+NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads"}
 
 
 class TrainError(ValueError):
@@ -81,6 +81,7 @@ class TrainConfig:
     qk_clip: float | None = None       # τ; None: no clipping
     record_logits: bool = True
     device: str = "auto"
+    threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
     out: str = "runs/lm"
     parallel: str = "none"             # none | ddp | fsdp (launch with torchrun); batch_size is per rank
     resume: bool = False
@@ -294,9 +295,13 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
         par = setup_parallel(cfg.parallel, cfg.device)
     except ValueError as err:
         raise TrainError(str(err)) from err
+    previous_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     try:
         return _train(cfg, par, on_step, token_data)
     finally:
+        torch.set_num_threads(previous_threads)
         par.close()
 
 
