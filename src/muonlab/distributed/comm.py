@@ -211,13 +211,3 @@ def map_whole(
                     results[i] = _wrap(recv[offset : offset + size].view(layouts[i].shape), layouts[i])
                     offset += size
     return results  # type: ignore[return-value]
-
-
-def any_true(flag: bool, group=None, device=None) -> bool:
-    """True on every rank when ``flag`` is true on any rank (one tiny all-reduce).
-
-    Used so that a decision such as "skip this step: non-finite gradient" is taken by all ranks
-    together; a rank that skipped alone would leave the others waiting in a collective."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
-    return bool(value.item() > 0)

@@ -95,9 +95,6 @@ class OptimizerDistribution:
         for index, group in enumerate(param_groups):
             self.resolve(group, f"param group {index}")
 
-    def active(self, param_groups: Sequence[dict]) -> bool:
-        return any(self.resolve(g, f"param group {i}") is not None for i, g in enumerate(param_groups))
-
     # ------------------------------------------------------------------ every step
     def agree(self, param_groups: Sequence[dict], work: Sequence[tuple[dict, list[Tensor]]], all_finite: bool) -> bool:
         """Every rank's verdict on "all gradients finite", and a check that all ranks step the same parameters.
@@ -168,8 +165,3 @@ def _collective_device(process_group, sample: Tensor) -> torch.device:
         return torch.device("cpu")
     local = sample.to_local() if is_dtensor(sample) else sample
     return local.device
-
-
-def local_tensor(t: Tensor) -> Tensor:
-    """The rank-local values of a DTensor (its shard), or the tensor itself."""
-    return t.to_local() if is_dtensor(t) else t

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -174,7 +173,3 @@ def _first_difference(a: list, b: list) -> str:
             return f"first difference at entry {index}: {x} vs {y}"
     longer = a if len(a) > len(b) else b
     return f"the shorter list ends at entry {min(len(a), len(b))}, where the longer one has {longer[min(len(a), len(b))]}"
-
-
-def default_device(params: Sequence[Tensor]) -> torch.device:
-    return params[0].device if params else torch.device("cpu")

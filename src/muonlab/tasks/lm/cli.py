@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,6 +76,8 @@ def main(args: argparse.Namespace) -> int:
         results = train(config_from_args(args))
     except (TrainError, DataError) as err:
         raise CLIError(str(err)) from err
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 130 if results["interrupted"] else (1 if results["diverged"] else 0)
     if results["interrupted"]:
         print(f"muonlab: interrupted after step {results['steps_done']}; checkpoint saved in {args.out}; "
               f"continue with the same command plus --resume")
