@@ -5,4 +5,6 @@ Each function has the signature ``run(args: argparse.Namespace) -> dict`` and wr
 """
 
 EXPERIMENTS: dict[str, str] = {
+    "lm-compare": "muonlab.experiments.lm_compare:run",
+    "qk-clip": "muonlab.experiments.qk_clip:run",
 }

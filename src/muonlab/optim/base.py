@@ -19,6 +19,9 @@ matrix transform are computed:
 - **non-finite gradients**: one fused check over all gradients before anything is touched;
   ``on_nonfinite="skip"`` (default) skips the whole step with a warning naming the parameters,
   ``"raise"`` raises.
+- **distribution**: ``distributed="auto"`` (see :mod:`muonlab.distributed`, which plugs itself in
+  through :func:`register_distribution` so that this layer holds no torch.distributed code): the
+  step asks it to agree across ranks on skipping, and routes :meth:`compute_updates` through it.
 - **state** lives in ``self.state[p]``: ``"momentum_buffer"``; ``"exp_avg"``, ``"exp_avg_sq"``,
   ``"step"`` (a Python int) for Adam moments (the AdamW part and SpectralAdam).
 """
@@ -42,6 +45,16 @@ GROUP_KEYS = frozenset({"params", "param_names", "kind", "update", "initial_lr"}
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
+
+# Factory distributed="..." -> distribution object, installed by muonlab.distributed (layer 3) on
+# import; ``muonlab/__init__`` imports it, so it is always there when the package is used.
+_DISTRIBUTION_FACTORY = None
+
+
+def register_distribution(factory) -> None:
+    """Install the object every optimizer asks about distribution (see muonlab.distributed.optimizer)."""
+    global _DISTRIBUTION_FACTORY
+    _DISTRIBUTION_FACTORY = factory
 
 
 def check_nonnegative(value: Any, name: str) -> None:
@@ -89,7 +102,11 @@ class SpectralOptimizer(Optimizer):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
+        if _DISTRIBUTION_FACTORY is None:
+            raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
+        self._distribution = _DISTRIBUTION_FACTORY(distributed)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -107,6 +124,7 @@ class SpectralOptimizer(Optimizer):
         if isinstance(params, torch.Tensor):
             raise TypeError("params must be an iterable of tensors or of param-group dicts, got a single Tensor")
         super().__init__(params, defaults)
+        self._distribution.validate(self.param_groups)
 
     # ------------------------------------------------------------------ construction / routing
     def _check_common(self, group: dict, where: str) -> None:
@@ -246,7 +264,10 @@ class SpectralOptimizer(Optimizer):
                 params.append(p)
                 grads.append(p.grad)
             work.append((group, params))
-        if grads and not _all_finite(grads):
+        finite = _all_finite(grads) if grads else True
+        # Every rank must take the same decision (a rank skipping alone would hang the others).
+        finite = self._distribution.agree(self.param_groups, work, finite)
+        if not finite:
             self._handle_nonfinite()
             return loss
         for group, params in work:
@@ -279,7 +300,7 @@ class SpectralOptimizer(Optimizer):
         bad = []
         for group in self.param_groups:
             for i, p in enumerate(group["params"]):
-                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                if p.grad is not None and not bool(torch.isfinite(_local(p.grad)).all()):
                     bad.append(self._label(group, i).removeprefix("parameter "))
         message = f"non-finite (NaN/Inf) gradient in {', '.join(bad)}"
         if self.on_nonfinite == "raise":
@@ -310,7 +331,7 @@ class SpectralOptimizer(Optimizer):
 
     def _spectral_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         inputs = self.spectral_inputs(group, params, grads)
-        updates = self.compute_updates(inputs, group)
+        updates = self._distribution.compute_updates(self, inputs, group)
         self.apply_updates(group, params, grads, updates)
 
     # ------------------------------------------------------------------ subclass hooks
@@ -424,7 +445,7 @@ def check_polar_method(group: dict, where: str) -> None:
 def _all_finite(grads: list[torch.Tensor]) -> bool:
     """One reduction per device: max|g| over every gradient is finite iff no NaN/Inf anywhere."""
     by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
-    for g in grads:
+    for g in map(_local, grads):
         if g.numel():
             by_device[g.device].append(g)
     for device_grads in by_device.values():
@@ -432,3 +453,8 @@ def _all_finite(grads: list[torch.Tensor]) -> bool:
         if not bool(torch.stack([m.float() for m in maxima]).isfinite().all()):
             return False
     return True
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (checks on it are per rank; the distribution makes the ranks agree)."""
+    return t.to_local() if hasattr(t, "to_local") else t

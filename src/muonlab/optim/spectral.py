@@ -95,6 +95,7 @@ class SpectralSGD(_PowerTransform):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -118,6 +119,7 @@ class SpectralSGD(_PowerTransform):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:
@@ -157,6 +159,7 @@ class SpectralAdam(_PowerTransform):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -181,6 +184,7 @@ class SpectralAdam(_PowerTransform):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:
