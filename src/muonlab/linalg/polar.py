@@ -4,7 +4,9 @@ For G = U Σ Vᵀ (thin SVD), polar(G) = U Vᵀ: the closest semi-orthogonal mat
 update direction. Methods (see SPEC §3 and each module's docstring for formulas and sources):
 
 ===================  ==========================================================================
-``"svd"``            exact; zero singular values map to 0 (rank-deficient G gives U Vᵀ on its range)
+``"svd"``            exact; zero singular values map to 0 (rank-deficient G gives U Vᵀ on its range;
+                     the iterations instead may lift rounding-level σ towards 1 — also a valid
+                     polar factor, since it is not unique off G's range)
 ``"newton_schulz"``  Keller Jordan's quintic, default (3.4445, −4.7750, 2.0315) × 5 steps;
                      deliberately inexact (σ ends in ≈ [0.68, 1.2] for κ ≤ 100)
 ``"polar_express"``  Polar Express: the optimal quintic per step, safety factor 1.01; 5 steps give

@@ -40,6 +40,8 @@ from muonlab.optim import pipeline as pl
 
 KINDS = ("matrix", "embedding", "head", "vector")
 NONFINITE_POLICIES = ("skip", "raise")
+# Param-group keys besides the optimizer's defaults: routing keys, and the LR schedulers' initial_lr.
+GROUP_KEYS = frozenset({"params", "param_names", "kind", "update", "initial_lr"})
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
@@ -152,6 +154,15 @@ class SpectralOptimizer(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
+        unknown = sorted(set(group) - set(self.defaults) - GROUP_KEYS, key=str)
+        if unknown:
+            raise ValueError(
+                f"unknown param-group key(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
+                f"it accepts {', '.join(sorted(set(self.defaults) | GROUP_KEYS))} "
+                "(the AdamW part is set with the adamw_* keys)"
+            )
+        if "params" not in group:
+            raise ValueError("a param group needs a 'params' entry")
         params = group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -262,11 +273,28 @@ class SpectralOptimizer(Optimizer):
         for group, params in work:
             if not params:
                 continue
+            # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
+            grads = [p.grad if p.grad.dtype == state_dtype(p) else p.grad.to(state_dtype(p)) for p in params]
             if group["update"] == "adamw":
-                self._adamw_step(group, params)
+                self._adamw_step(group, params, grads)
             else:
-                self._spectral_step(group, params)
+                self._spectral_step(group, params, grads)
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, then the saved floating state keeps its saved dtype (fp32 state of half params).
+
+        torch.optim.Optimizer casts every floating state tensor to its parameter's dtype, which
+        would round the fp32 moments of bf16/fp16 parameters; resuming must be exact.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                current = self.state[p].get(key)
+                if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     def _handle_nonfinite(self) -> None:
         bad = []
@@ -283,22 +311,14 @@ class SpectralOptimizer(Optimizer):
             stacklevel=3,
         )
 
-    def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        exp_avgs, exp_avg_sqs, steps = [], [], []
-        for p in params:
-            state = self.state[p]
-            if "exp_avg" not in state:
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] = 0
-            state["step"] += 1
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            steps.append(state["step"])
+    def _adamw_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        exp_avgs = self._buffers(params, "exp_avg")
+        exp_avg_sqs = self._buffers(params, "exp_avg_sq")
+        steps = self._count_steps(params)
         beta1, beta2 = group["betas"]
         pl.adamw_update(
             params,
-            [p.grad for p in params],
+            grads,
             exp_avgs,
             exp_avg_sqs,
             steps,
@@ -309,8 +329,7 @@ class SpectralOptimizer(Optimizer):
             weight_decay=group["weight_decay"],
         )
 
-    def _spectral_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        grads = [p.grad for p in params]
+    def _spectral_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         inputs = self.spectral_inputs(group, params, grads)
         updates = self._distribution.compute_updates(self, inputs, group)
         self.apply_updates(group, params, grads, updates)
@@ -323,7 +342,11 @@ class SpectralOptimizer(Optimizer):
         raise NotImplementedError(f"{type(self).__name__} must define spectral_inputs")
 
     def transform(self, x: torch.Tensor, group: dict) -> torch.Tensor:
-        """The update direction of a (B, m, n) batch of matrices (before the shape scale)."""
+        """The update direction of a (B, m, n) batch of matrices (before the shape scale).
+
+        Return a new tensor, or ``x`` itself (never another view of it): the caller scales the
+        result in place unless it is ``x``, and ``x`` may share memory with the optimizer state.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define transform")
 
     def apply_updates(
@@ -357,7 +380,8 @@ class SpectralOptimizer(Optimizer):
             out = self.transform(batch, group)
             scale = pl.shape_scale(rows, cols, rule)
             if scale != 1.0:
-                out = out * scale
+                # In place unless the transform handed back its input (Ψ₁ is the identity).
+                out = out * scale if out is batch else out.mul_(scale)
             pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
@@ -369,9 +393,18 @@ class SpectralOptimizer(Optimizer):
         for p in params:
             state = self.state[p]
             if key not in state:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[key] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
             out.append(state[key])
         return out
+
+    def _count_steps(self, params: list[torch.Tensor]) -> list[int]:
+        """Advance and return each parameter's ``state["step"]`` (a Python int: exact on resume)."""
+        steps = []
+        for p in params:
+            state = self.state[p]
+            state["step"] = state.get("step", 0) + 1
+            steps.append(state["step"])
+        return steps
 
     @staticmethod
     def _polar(x: torch.Tensor, group: dict, eps: float = 0.0) -> torch.Tensor:
@@ -385,6 +418,11 @@ class SpectralOptimizer(Optimizer):
             eps=eps,
             check_finite=False,
         )
+
+
+def state_dtype(p: torch.Tensor) -> torch.dtype:
+    """Optimizer state is kept in fp32 for bf16/fp16 parameters, in the parameter's dtype otherwise."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
 
 
 def check_polar_method(group: dict, where: str) -> None:

@@ -196,10 +196,6 @@ class SpectralAdam(_PowerTransform):
     def spectral_inputs(self, group, params, grads):
         exp_avgs = self._buffers(params, "exp_avg")
         exp_avg_sqs = self._buffers(params, "exp_avg_sq")
-        steps = []
-        for p in params:
-            state = self.state[p]
-            state["step"] = state.get("step", 0) + 1
-            steps.append(state["step"])
+        steps = self._count_steps(params)
         beta1, beta2 = group["betas"]
         return pl.adam_direction(grads, exp_avgs, exp_avg_sqs, steps, beta1=beta1, beta2=beta2, eps=group["eps"])
