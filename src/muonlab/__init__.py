@@ -1,7 +1,32 @@
 """muonlab: spectral (matrix-aware) optimizers and the lab that tests them."""
 
 from muonlab.linalg import nuclear_norm, polar, spectral_power
+from muonlab.optim import (
+    OPTIMIZERS,
+    Muon,
+    PolarGrad,
+    SimplifiedMuon,
+    SpectralAdam,
+    SpectralSGD,
+    explain,
+    make_optimizer,
+    param_groups,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["nuclear_norm", "polar", "spectral_power", "__version__"]
+__all__ = [
+    "OPTIMIZERS",
+    "Muon",
+    "PolarGrad",
+    "SimplifiedMuon",
+    "SpectralAdam",
+    "SpectralSGD",
+    "__version__",
+    "explain",
+    "make_optimizer",
+    "nuclear_norm",
+    "param_groups",
+    "polar",
+    "spectral_power",
+]

@@ -1,1 +1,32 @@
-"""muonlab.optim"""
+"""Layer 2: spectral optimizers (torch.optim.Optimizer subclasses) and parameter routing.
+
+- :class:`Muon`: drop-in for torch.optim.Muon that takes a whole model (AdamW part built in);
+- :class:`PolarGrad`: PolarSGD / PolarGradM (nuclear-norm-scaled polar factor);
+- :class:`SpectralSGD`, :class:`SpectralAdam`: work D's U Σᵖ Vᵀ family;
+- :class:`SimplifiedMuon`: W ← W − η polar(G);
+- :func:`param_groups`, :func:`explain`: which parameter gets which rule;
+- :func:`make_optimizer`, :data:`OPTIMIZERS`: everything by name.
+"""
+
+from muonlab.optim.base import KINDS, SpectralOptimizer
+from muonlab.optim.muon import Muon
+from muonlab.optim.polargrad import PolarGrad
+from muonlab.optim.registry import OPTIMIZERS, make_optimizer
+from muonlab.optim.routing import explain, param_groups, route
+from muonlab.optim.simplified import SimplifiedMuon
+from muonlab.optim.spectral import SpectralAdam, SpectralSGD
+
+__all__ = [
+    "KINDS",
+    "OPTIMIZERS",
+    "Muon",
+    "PolarGrad",
+    "SimplifiedMuon",
+    "SpectralAdam",
+    "SpectralOptimizer",
+    "SpectralSGD",
+    "explain",
+    "make_optimizer",
+    "param_groups",
+    "route",
+]

@@ -1,0 +1,396 @@
+"""SpectralOptimizer: the one base class behind Muon, PolarGrad, the Ψ_p family and SimplifiedMuon.
+
+It owns everything the optimizers share, so each subclass only says how its moment and its
+matrix transform are computed:
+
+- **routing**: every parameter group has a ``"kind"`` — ``"matrix"`` (spectral update) or
+  ``"embedding"``/``"head"``/``"vector"`` (the built-in AdamW part). A group without a kind
+  (e.g. ``Muon(model.parameters())``) is split on construction: ≥ 2-D parameters → a matrix
+  group, 0-/1-D → a vector group. After construction every group has ``"update"`` ∈
+  {"spectral", "adamw"}; an AdamW group's ``"lr"``, ``"betas"``, ``"eps"``, ``"weight_decay"`` are the
+  AdamW values (taken from ``adamw_lr``/… or the group's own ``"adamw_*"`` keys), so LR schedulers
+  scale both parts alike.
+- **shapes**: conv filters flattened to (out, in·k…), stacks (``tensor_layout="batch"``) as
+  batches, per-head blocks (``num_heads``) and fused projections (``split_sizes``).
+- **the matrix hook**: :meth:`SpectralOptimizer.compute_updates` maps the list of moment tensors of
+  one group to their updates, batching same-shape blocks into one transform call. A distributed
+  wrapper can replace or shard exactly this call (it is a pure function of its inputs and the
+  group's settings; it reads and writes no optimizer state).
+- **non-finite gradients**: one fused check over all gradients before anything is touched;
+  ``on_nonfinite="skip"`` (default) skips the whole step with a warning naming the parameters,
+  ``"raise"`` raises.
+- **state** lives in ``self.state[p]``: ``"momentum_buffer"``; ``"exp_avg"``, ``"exp_avg_sq"``,
+  ``"step"`` (a Python int) for Adam moments (the AdamW part and SpectralAdam).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Any, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from muonlab.linalg import POLAR_METHODS, polar
+from muonlab.optim import pipeline as pl
+
+KINDS = ("matrix", "embedding", "head", "vector")
+NONFINITE_POLICIES = ("skip", "raise")
+
+# Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
+ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} as a tensor must have exactly one element, got shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def check_unit_interval(value: Any, name: str, *, closed: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    if ok and not closed and value == 1:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a number in [0, {'1]' if closed else '1)'}, got {value!r}")
+
+
+def check_betas(betas: Any, name: str) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        check_unit_interval(b, f"{name}[{i}]", closed=False)
+
+
+class SpectralOptimizer(Optimizer):
+    """Base class: AdamW part, routing, shapes, batching, non-finite policy (see module docstring).
+
+    Subclasses implement :meth:`spectral_inputs` (update moment state, return the matrices to
+    transform), :meth:`transform` (one (B, m, n) batch → its update direction) and, when the
+    update is not simply ``W ← (1 − ηλ)W − η·update``, :meth:`apply_updates`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        defaults: dict,
+        *,
+        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
+        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
+        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
+        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
+        tensor_layout: str = "flatten",
+        num_heads: int | None = None,
+        split_sizes: tuple[int, ...] | None = None,
+        on_nonfinite: str = "skip",
+    ) -> None:
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        defaults = dict(
+            defaults,
+            adamw_lr=adamw_lr,
+            adamw_betas=tuple(adamw_betas) if isinstance(adamw_betas, list) else adamw_betas,
+            adamw_eps=adamw_eps,
+            adamw_weight_decay=adamw_weight_decay,
+            tensor_layout=tensor_layout,
+            num_heads=num_heads,
+            split_sizes=split_sizes,
+        )
+        self._check_common(defaults, "")
+        if isinstance(params, torch.Tensor):
+            raise TypeError("params must be an iterable of tensors or of param-group dicts, got a single Tensor")
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ construction / routing
+    def _check_common(self, group: dict, where: str) -> None:
+        check_nonnegative(group["adamw_lr"], f"{where}adamw_lr")
+        check_betas(group["adamw_betas"], f"{where}adamw_betas")
+        check_nonnegative(group["adamw_eps"], f"{where}adamw_eps")
+        check_nonnegative(group["adamw_weight_decay"], f"{where}adamw_weight_decay")
+        if group["tensor_layout"] not in pl.TENSOR_LAYOUTS:
+            raise ValueError(
+                f"{where}tensor_layout must be one of {', '.join(pl.TENSOR_LAYOUTS)}; got {group['tensor_layout']!r}"
+            )
+        heads = group["num_heads"]
+        if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1):
+            raise ValueError(f"{where}num_heads must be None or a positive int, got {heads!r}")
+        sizes = group["split_sizes"]
+        if sizes is not None and (
+            not isinstance(sizes, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in sizes)
+        ):
+            raise ValueError(f"{where}split_sizes must be None or a sequence of positive ints, got {sizes!r}")
+
+    def check_spectral_group(self, group: dict, where: str) -> None:
+        """Validate a matrix group's hyperparameters (subclasses extend; raise ValueError naming the key)."""
+        check_nonnegative(group["lr"], f"{where}lr")
+        check_nonnegative(group["weight_decay"], f"{where}weight_decay")
+
+    def add_param_group(self, param_group: dict) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("params must be an ordered collection (list), not a set: its order changes between runs")
+        params = list(params)
+        names = group.get("param_names")
+        if params and isinstance(params[0], tuple):
+            names = [n for n, _ in params]
+            params = [p for _, p in params]
+        group["params"] = params
+        if names is not None:
+            group["param_names"] = list(names)
+        for i, p in enumerate(params):
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"params must be tensors, got {type(p).__name__} at position {i}")
+            if p.is_complex():
+                raise ValueError(
+                    f"{type(self).__name__} does not support complex parameters; got {self._label(group, i)} "
+                    f"with dtype {p.dtype}"
+                )
+            if not p.is_floating_point():
+                raise ValueError(f"parameters must be floating point; got {self._label(group, i)} with dtype {p.dtype}")
+
+        kind = group.get("kind")
+        if kind in (None, "auto"):
+            by_update = {"matrix": [], "vector": []}
+            for i, p in enumerate(params):
+                by_update["matrix" if p.dim() >= 2 else "vector"].append(i)
+            for sub_kind, idx in by_update.items():
+                if idx or (not params and sub_kind == "matrix"):
+                    sub = dict(group, params=[params[i] for i in idx], kind=sub_kind)
+                    if names is not None:
+                        sub["param_names"] = [group["param_names"][i] for i in idx]
+                    self._add_routed(sub)
+            return
+        if kind not in KINDS:
+            raise ValueError(f"param group 'kind' must be one of {', '.join(KINDS)} (or None/'auto'); got {kind!r}")
+        self._add_routed(group)
+
+    def _add_routed(self, group: dict) -> None:
+        where = f"param group {len(self.param_groups)} ({group['kind']}): "
+        for key, default in self.defaults.items():
+            if key.startswith("adamw_") or key in ("tensor_layout", "num_heads", "split_sizes"):
+                group.setdefault(key, default)
+        self._check_common(group, where)
+        if group["kind"] == "matrix":
+            group["update"] = "spectral"
+            for key, default in self.defaults.items():
+                group.setdefault(key, default)
+            self.check_spectral_group(group, where)
+            for i, p in enumerate(group["params"]):
+                if p.dim() < 2:
+                    raise ValueError(
+                        f"{where}{self._label(group, i)} has shape {tuple(p.shape)}: a 'matrix' group needs "
+                        "parameters with at least 2 dimensions (put vectors in a 'vector' group)"
+                    )
+                try:
+                    rows = pl.matrix_batch(p.detach(), group["tensor_layout"]).shape[1]
+                    if group["split_sizes"] is not None or group["num_heads"]:
+                        pl.row_sections(rows, group["split_sizes"], group["num_heads"])
+                except ValueError as err:
+                    raise ValueError(f"{where}{self._label(group, i)}: {err}") from None
+        else:
+            group["update"] = "adamw"
+            group["lr"] = group["adamw_lr"]
+            group["betas"] = tuple(group["adamw_betas"])
+            group["eps"] = group["adamw_eps"]
+            group["weight_decay"] = group["adamw_weight_decay"]
+        super().add_param_group(group)
+
+    @staticmethod
+    def _label(group: dict, index: int) -> str:
+        names = group.get("param_names")
+        if names is not None:
+            return f"parameter {names[index]!r}"
+        return f"parameter #{index} of its group"
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimization step over all groups (skipped as a whole on non-finite gradients)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work: list[tuple[dict, list[torch.Tensor]]] = []
+        grads: list[torch.Tensor] = []
+        for group in self.param_groups:
+            params = []
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients; {self._label(group, i)} has one "
+                        "(use nn.Embedding(sparse=False))"
+                    )
+                params.append(p)
+                grads.append(p.grad)
+            work.append((group, params))
+        if grads and not _all_finite(grads):
+            self._handle_nonfinite()
+            return loss
+        for group, params in work:
+            if not params:
+                continue
+            if group["update"] == "adamw":
+                self._adamw_step(group, params)
+            else:
+                self._spectral_step(group, params)
+        return loss
+
+    def _handle_nonfinite(self) -> None:
+        bad = []
+        for group in self.param_groups:
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                    bad.append(self._label(group, i).removeprefix("parameter "))
+        message = f"non-finite (NaN/Inf) gradient in {', '.join(bad)}"
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(f"{type(self).__name__}: {message}")
+        warnings.warn(
+            f"{type(self).__name__}: {message}; step skipped, parameters and optimizer state unchanged",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        exp_avgs, exp_avg_sqs, steps = [], [], []
+        for p in params:
+            state = self.state[p]
+            if "exp_avg" not in state:
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] = 0
+            state["step"] += 1
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        beta1, beta2 = group["betas"]
+        pl.adamw_update(
+            params,
+            [p.grad for p in params],
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            lr=pl.to_scalar(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+        )
+
+    def _spectral_step(self, group: dict, params: list[torch.Tensor]) -> None:
+        grads = [p.grad for p in params]
+        inputs = self.spectral_inputs(group, params, grads)
+        updates = self.compute_updates(inputs, group)
+        self.apply_updates(group, params, grads, updates)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def spectral_inputs(
+        self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Update this group's moment state; return the tensors to transform (parameter-shaped)."""
+        raise NotImplementedError(f"{type(self).__name__} must define spectral_inputs")
+
+    def transform(self, x: torch.Tensor, group: dict) -> torch.Tensor:
+        """The update direction of a (B, m, n) batch of matrices (before the shape scale)."""
+        raise NotImplementedError(f"{type(self).__name__} must define transform")
+
+    def apply_updates(
+        self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], updates: list[torch.Tensor]
+    ) -> None:
+        """W ← (1 − ηλ)W − η·update (decoupled decay with the unscaled lr, as torch.optim.Muon)."""
+        lr = pl.to_scalar(group["lr"])
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        torch._foreach_add_(params, updates, alpha=-lr)
+
+    def compute_updates(self, inputs: list[torch.Tensor], group: dict) -> list[torch.Tensor]:
+        """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
+
+        Each input is cut into blocks (:func:`muonlab.optim.pipeline.to_blocks`); blocks of equal
+        (m, n, dtype, device) across all inputs are concatenated into one (B, m, n) batch and
+        transformed by one :meth:`transform` call, then multiplied by the shape scale s(m, n) of
+        ``group["adjust_lr_fn"]`` and reassembled. Pure: no optimizer state is read or written,
+        and ``inputs`` are not modified — the hook a distributed wrapper shards.
+        """
+        blocks = [pl.to_blocks(x, group) for x in inputs]
+        buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+        for i, bl in enumerate(blocks):
+            for j, b in enumerate(bl):
+                buckets[(b.shape[-2], b.shape[-1], b.dtype, b.device)].append((i, j))
+        results: list[list[torch.Tensor | None]] = [[None] * len(bl) for bl in blocks]
+        rule = group.get("adjust_lr_fn", "none")
+        for (rows, cols, _, _), idx in buckets.items():
+            parts = [blocks[i][j] for i, j in idx]
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out = self.transform(batch, group)
+            scale = pl.shape_scale(rows, cols, rule)
+            if scale != 1.0:
+                out = out * scale
+            pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
+            for (i, j), piece in zip(idx, pieces):
+                results[i][j] = piece
+        return [pl.from_blocks(r, x, group) for r, x in zip(results, inputs)]
+
+    # ------------------------------------------------------------------ shared helpers
+    def _buffers(self, params: list[torch.Tensor], key: str = "momentum_buffer") -> list[torch.Tensor]:
+        out = []
+        for p in params:
+            state = self.state[p]
+            if key not in state:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            out.append(state[key])
+        return out
+
+    @staticmethod
+    def _polar(x: torch.Tensor, group: dict, eps: float = 0.0) -> torch.Tensor:
+        steps = group.get("ns_steps", group.get("steps"))
+        return polar(
+            x,
+            group["method"],
+            steps,
+            group.get("polar_dtype"),
+            coefficients=group.get("ns_coefficients"),
+            eps=eps,
+            check_finite=False,
+        )
+
+
+def check_polar_method(group: dict, where: str) -> None:
+    method = group["method"]
+    if method not in POLAR_METHODS:
+        raise ValueError(f"{where}method must be one of {', '.join(POLAR_METHODS)}; got {method!r}")
+    coefficients = group.get("ns_coefficients")
+    if coefficients is not None:
+        if method not in ("newton_schulz", "gram_newton_schulz"):
+            raise ValueError(
+                f"{where}ns_coefficients apply to method 'newton_schulz' or 'gram_newton_schulz', not {method!r}"
+            )
+        if len(coefficients) != 3:
+            raise ValueError(f"{where}ns_coefficients must be three numbers (a, b, c), got {coefficients!r}")
+    steps = group.get("ns_steps", group.get("steps"))
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"{where}steps must be None or a positive int, got {steps!r}")
+
+
+def _all_finite(grads: list[torch.Tensor]) -> bool:
+    """One reduction per device: max|g| over every gradient is finite iff no NaN/Inf anywhere."""
+    by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+    for g in grads:
+        if g.numel():
+            by_device[g.device].append(g)
+    for device_grads in by_device.values():
+        maxima = torch._foreach_norm(device_grads, float("inf"))
+        if not bool(torch.stack([m.float() for m in maxima]).isfinite().all()):
+            return False
+    return True

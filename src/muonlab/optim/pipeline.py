@@ -1,0 +1,158 @@
+"""The functional pieces every spectral optimizer is built from.
+
+One step of any optimizer here is the pipeline (SPEC §4)
+
+    moment   G → O        momentum, Nesterov, or Adam's normalized m̂/(√v̂ + ε)
+    shape    O → blocks   view the parameter as a batch of matrices (conv flatten, stacks, heads)
+    transform  blocks → D polar(O), Ψ_p(O), ‖O‖_*·polar(O), …   (batched over same-shape blocks)
+    scale    D → s·D      s from the block's shape (Keller, Moonshot, spectral, none)
+    decay    W ← (1 − ηλ)W − η s D
+
+The pure functions below do the shape, scale and AdamW pieces; the optimizer classes in this
+package supply the moment and the transform.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+# How a parameter of ≥ 3 dimensions becomes matrices.
+#   "flatten": (out, in, k₁, …) → one (out, in·k₁·…) matrix — conv filters (Keller's rule);
+#   "batch":   (…, m, n) → a batch of m×n matrices — stacks of experts or heads.
+TENSOR_LAYOUTS = ("flatten", "batch")
+
+# Learning-rate scale s(A, B) for a matrix of A rows (fan_out) and B columns (fan_in).
+ADJUST_LR_FNS = ("original", "match_rms_adamw", "spectral", "none")
+
+
+def shape_scale(rows: int, cols: int, rule: str | None) -> float:
+    """The per-matrix factor s of W ← W − η s D, from the matrix's shape (SPEC §4).
+
+    ``None``/``"original"``: √max(1, A/B) (Keller Jordan; torch.optim.Muon's default);
+    ``"match_rms_adamw"``: 0.2·√max(A, B) (Moonshot, arXiv 2502.16982: update RMS ≈ AdamW's);
+    ``"spectral"``: √(A/B) (microsoft/dion); ``"none"``: 1.
+    """
+    if rule is None or rule == "original":
+        return math.sqrt(max(1.0, rows / cols))
+    if rule == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    if rule == "spectral":
+        return math.sqrt(rows / cols)
+    if rule == "none":
+        return 1.0
+    raise ValueError(f"adjust_lr_fn must be None or one of {', '.join(ADJUST_LR_FNS)}; got {rule!r}")
+
+
+def matrix_batch(t: torch.Tensor, tensor_layout: str) -> torch.Tensor:
+    """``t`` as a (B, m, n) batch of matrices (a view when possible)."""
+    if t.dim() == 2:
+        return t.unsqueeze(0)
+    if tensor_layout == "flatten":
+        return t.reshape(1, t.shape[0], -1)
+    return t.reshape(-1, t.shape[-2], t.shape[-1])
+
+
+def row_sections(rows: int, split_sizes: Sequence[int] | None, num_heads: int | None) -> list[tuple[int, int]]:
+    """(rows per section, blocks per section) after splitting rows by ``split_sizes`` then ``num_heads``.
+
+    Raises ValueError when the sizes do not tile ``rows``.
+    """
+    sizes = list(split_sizes) if split_sizes is not None else [rows]
+    if sum(sizes) != rows:
+        raise ValueError(f"split_sizes {tuple(sizes)} must sum to the parameter's rows ({rows})")
+    heads = num_heads or 1
+    for size in sizes:
+        if size % heads:
+            raise ValueError(f"num_heads={heads} must divide every section's rows; got a section of {size} rows")
+    return [(size, heads) for size in sizes]
+
+
+def to_blocks(t: torch.Tensor, group: dict) -> list[torch.Tensor]:
+    """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
+
+    Per-head orthogonalization (``num_heads``) splits rows (dim −2) into equal head blocks; fused
+    projections (``split_sizes``, e.g. QKV) split rows into sections first. Blocks are views
+    where the layout allows.
+    """
+    x = matrix_batch(t, group["tensor_layout"])
+    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
+    if split_sizes is None and not num_heads:
+        return [x]
+    batch, rows, cols = x.shape
+    sections = row_sections(rows, split_sizes, num_heads)
+    parts = x.split([size for size, _ in sections], dim=1) if len(sections) > 1 else (x,)
+    return [part.reshape(batch * heads, size // heads, cols) for part, (size, heads) in zip(parts, sections)]
+
+
+def from_blocks(blocks: Sequence[torch.Tensor], like: torch.Tensor, group: dict) -> torch.Tensor:
+    """Inverse of :func:`to_blocks`: assemble blocks into a tensor of ``like``'s shape."""
+    if len(blocks) == 1 and group.get("num_heads") in (None, 0, 1):
+        return blocks[0].reshape(like.shape)
+    batch = matrix_batch(like, group["tensor_layout"]).shape[0]
+    cols = blocks[0].shape[-1]
+    parts = [b.reshape(batch, -1, cols) for b in blocks]
+    whole = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return whole.reshape(like.shape)
+
+
+def adamw_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[int],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """AdamW (Loshchilov & Hutter), in place, with foreach kernels; same arithmetic as torch.optim.AdamW.
+
+    m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², W ← (1−ηλ)W − η m̂/(√v̂ + ε); ``steps`` are the
+    step counts after this step (for the bias corrections 1 − βᵗ).
+    """
+    if not params:
+        return
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    if weight_decay:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    step_sizes = [-lr / (1 - beta1**t) for t in steps]
+    sqrt_bc2 = [math.sqrt(1 - beta2**t) for t in steps]
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, sqrt_bc2)
+    torch._foreach_add_(denoms, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)
+
+
+def adam_direction(
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[int],
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> list[torch.Tensor]:
+    """Update the Adam moments in place and return O = m̂/(√v̂ + ε) (work D's Adam-family input)."""
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, [math.sqrt(1 - beta2**t) for t in steps])
+    torch._foreach_add_(denoms, eps)
+    out = torch._foreach_div(exp_avgs, [1 - beta1**t for t in steps])
+    torch._foreach_div_(out, denoms)
+    return out
+
+
+def to_scalar(value: float | torch.Tensor) -> float:
+    """A Python float from a float or a 1-element tensor (tensor learning rates)."""
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)

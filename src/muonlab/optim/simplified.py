@@ -1,0 +1,65 @@
+"""SimplifiedMuon (work A: Ma, Huang, Chi, Chen, arXiv 2601.13474): W ← W − η_t polar(∇f(W)).
+
+No momentum, no shape scale, no weight decay, and an exact polar factor by default (SVD; pass
+``method="qdwh"`` for a converged matmul/QR-based one, or any other polar method). The step size
+schedule η_t (constant, or geometric η₀ρᵗ for linear convergence) comes from a torch LR scheduler,
+e.g. ``torch.optim.lr_scheduler.ExponentialLR(opt, gamma=ρ)``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from muonlab.optim.base import ADAMW_DEFAULTS, SpectralOptimizer, check_polar_method
+
+DEFAULT_METHOD = "svd"
+
+
+class SimplifiedMuon(SpectralOptimizer):
+    """W ← W − lr·polar(G) on matrices (AdamW part for the rest). Args: ``lr`` (required), ``method``
+    (``"svd"``); keyword-only ``steps``, ``polar_dtype`` and the AdamW-part / shape / policy options
+    of :class:`muonlab.Muon`."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float | torch.Tensor,
+        method: str = DEFAULT_METHOD,
+        *,
+        steps: int | None = None,
+        polar_dtype: torch.dtype | None = None,
+        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
+        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
+        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
+        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
+        tensor_layout: str = "flatten",
+        num_heads: int | None = None,
+        split_sizes: tuple[int, ...] | None = None,
+        on_nonfinite: str = "skip",
+    ) -> None:
+        defaults = dict(lr=lr, weight_decay=0.0, method=method, steps=steps, polar_dtype=polar_dtype, adjust_lr_fn="none")
+        self.check_spectral_group(defaults, "")
+        super().__init__(
+            params,
+            defaults,
+            adamw_lr=adamw_lr,
+            adamw_betas=adamw_betas,
+            adamw_eps=adamw_eps,
+            adamw_weight_decay=adamw_weight_decay,
+            tensor_layout=tensor_layout,
+            num_heads=num_heads,
+            split_sizes=split_sizes,
+            on_nonfinite=on_nonfinite,
+        )
+
+    def check_spectral_group(self, group: dict, where: str) -> None:
+        super().check_spectral_group(group, where)
+        check_polar_method(group, where)
+
+    def spectral_inputs(self, group, params, grads):
+        return grads
+
+    def transform(self, x, group):
+        return self._polar(x, group)
