@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,17 +37,9 @@ def grid(lrs, gammas=(1.0,)) -> list[StepSize]:
 
 def known_optimizers() -> set[str]:
     """``gd`` plus every name :func:`muonlab.make_optimizer` accepts."""
-    names = {GD}
-    try:
-        from muonlab.optim import registry
-    except ImportError:  # the optimizer layer is not present
-        return names
-    for attr in ("OPTIMIZERS", "NAMES", "REGISTRY"):
-        table = getattr(registry, attr, None)
-        if table:
-            names |= set(table)
-            break
-    return names
+    from muonlab.optim.registry import OPTIMIZERS
+
+    return {GD, *OPTIMIZERS}
 
 
 def build_optimizer(name: str, params: list[torch.Tensor], lr: float, **kwargs) -> torch.optim.Optimizer:
@@ -117,6 +110,8 @@ def run_one(
     probe_every: int = 1,
     max_points: int = 2000,
     divergence_factor: float = 1e8,
+    min_lr_ratio: float = 1e-10,
+    progress=None,
 ) -> Run:
     """Optimize ``params`` (modified in place) for at most ``steps`` iterations.
 
@@ -124,6 +119,8 @@ def run_one(
     number of optimizer steps taken when the error first reaches ``tol``. A loss that is not finite or exceeds
     ``divergence_factor`` × the starting loss stops the run and marks it diverged.
     ``probe(params, grads)`` returns named scalars (or lists) recorded every ``probe_every`` iterations.
+    A decaying schedule stops once η_t < ``min_lr_ratio``·η₀ (the iterate can no longer move).
+    ``progress`` (a tqdm bar or None) is advanced by one per step.
     """
     params = [p.detach().clone().requires_grad_(True) for p in params]
     opt = build_optimizer(optimizer, params, step.lr, **(optimizer_kwargs or {}))
@@ -158,8 +155,12 @@ def run_one(
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+        if progress is not None:
+            progress.update(1)
         if sched is not None:
             sched.step()
+            if step.gamma ** (t + 1) < min_lr_ratio:
+                break
     wall = time.perf_counter() - start
     every = max(1, math.ceil(len(losses) / max_points))
     if probe is not None:
@@ -178,6 +179,20 @@ def run_one(
         record_every=every,
         extra=extra,
     )
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run small problems single-threaded: on a shared 2-core machine intra-op threads cost more than they save."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def run_key(run: Run) -> tuple:

@@ -38,7 +38,7 @@ class ICLRegression:
 
     def __post_init__(self) -> None:
         s = self.sigma
-        self.eigvals = torch.linalg.eigvalsh(s)
+        self.eigvals, self.eigvecs = torch.linalg.eigh(s)
         self.dim = s.shape[0]
         self.m = s @ s
         if self.n_context is not None:
@@ -79,11 +79,14 @@ class ICLRegression:
 
     def eigen_coordinates(self, gamma: torch.Tensor) -> torch.Tensor:
         """g_i = q_iᵀ Γ q_i in Σ's eigenbasis (ascending λ): the scalar sequences that decouple."""
-        _, q = torch.linalg.eigh(self.sigma)
-        return torch.diagonal(q.mT @ gamma @ q)
+        return torch.diagonal(self.eigvecs.mT @ gamma @ self.eigvecs)
 
     def singular_trajectory_values(self, params: list[torch.Tensor]) -> torch.Tensor:
         return self.eigen_coordinates(params[0])
+
+    def trajectory_targets(self) -> torch.Tensor:
+        """g_i* = q_iᵀ Γ* q_i, the fixed points of the scalar sequences."""
+        return self.eigen_coordinates(self.gamma_star)
 
 
 def make_icl(

@@ -56,7 +56,7 @@ class MatrixFactorization:
 
     # ---- starts -------------------------------------------------------------------------------
     def random_start(self, generator: torch.Generator) -> list[torch.Tensor]:
-        """Small random factors: entries N(0, init_scale²/r)... scaled so ‖X₀‖ ≈ init_scale·√(m/r)."""
+        """Small random factors with entries N(0, init_scale²/r)."""
         dtype = self.u.dtype
         m, r = self.u.shape
         x = self.init_scale * torch.randn(m, r, dtype=torch.float64, generator=generator).to(dtype) / math.sqrt(r)
@@ -104,6 +104,10 @@ class MatrixFactorization:
         x = params[0]
         y = x if self.symmetric else params[1]
         return torch.diagonal(self.u.mT @ x) * torch.diagonal(self.v.mT @ y)
+
+    def trajectory_targets(self) -> torch.Tensor:
+        """σ_i, the fixed points of the products x_i y_i."""
+        return self.sigma
 
     def __post_init__(self) -> None:
         self._target = self.target
