@@ -7,7 +7,7 @@ Step-size grids (η_t = η₀ρᵗ; ρ = 1 is constant), documented here and cop
 
 - ``matfac`` (tolerance: ‖XYᵀ − A‖_F/‖A‖_F ≤ 1e-6): simplified Muon η₀ ∈ {0.1, 0.3} × ρ ∈ {0.9, 0.95};
   GD η ∈ {0.4, 0.6, 0.8}; Adam η₀ ∈ {3e-3, 1e-2, 3e-2} × ρ ∈ {1, 0.999}.
-- ``icl`` (tolerance: (L − L*)/(L(0) − L*) ≤ 1e-6): simplified Muon η₀ ∈ {1, 10, 100, 1000} × ρ ∈ {0.85, 0.9}
+- ``icl`` (tolerance: (L − L*)/(L(0) − L*) ≤ 1e-6): simplified Muon η₀ ∈ {3, 30, 300} × ρ ∈ {0.85, 0.9}
   (Γ* = Σ⁻¹ lies κ away, so η₀ must be allowed to reach it); GD η ∈ {1, 1.5, 1.9} (stable below 2/λ_max = 2);
   Adam η₀ ∈ {0.01, 0.1, 1} × ρ ∈ {1, 0.999}.
 - any other optimizer name: η₀ ∈ {1e-3, 1e-2, 1e-1} × ρ ∈ {1, 0.99}.
@@ -45,7 +45,7 @@ GRIDS = {
         "adam": grid([3e-3, 1e-2, 3e-2], [1.0, 0.999]),
     },
     "icl": {
-        "simplified_muon": grid([1.0, 10.0, 100.0, 1000.0], [0.85, 0.9]),
+        "simplified_muon": grid([3.0, 30.0, 300.0], [0.85, 0.9]),
         GD: grid([1.0, 1.5, 1.9]),
         "adam": grid([0.01, 0.1, 1.0], [1.0, 0.999]),
     },
@@ -57,7 +57,7 @@ QUICK_GRIDS = {
         "adam": grid([1e-2, 3e-2], [1.0, 0.999]),
     },
     "icl": {
-        "simplified_muon": grid([10.0, 100.0, 1000.0], [0.9]),
+        "simplified_muon": grid([3.0, 30.0, 300.0], [0.9]),
         GD: grid([1.5, 1.9]),
         "adam": grid([0.1, 1.0], [0.999]),
     },
