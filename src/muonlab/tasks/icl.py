@@ -178,7 +178,7 @@ class ICLFullParameterization:
         with torch.enable_grad():
             loss = self.loss_tensor(leaves)
             grads = torch.autograd.grad(loss, leaves)
-        return float(loss), list(grads)
+        return float(loss.detach()), list(grads)
 
 
 def make_icl_full(
