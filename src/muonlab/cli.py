@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "muonlab.bench.cli",
     "muonlab.tasks.lm.cli",
+    "muonlab.experiments.cli",
 )
 
 

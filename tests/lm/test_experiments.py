@@ -36,3 +36,20 @@ def test_quick_settings_are_small_and_full_settings_use_the_tiny_model():
     assert quick["model"] == "micro" and quick["lr_grid"] == (1.0,)
     assert full["model"] == "tiny" and len(full["lr_grid"]) >= 3
     assert qk_clip.settings(argparse.Namespace(quick=True, steps=None, seed=0, out="x"))["optimizer"] == "muon"
+
+
+def test_report_sections_turn_payloads_into_claims():
+    from muonlab.experiments.lm_report import LM_COMPARE_SECTION, QK_CLIP_SECTION
+
+    table = [{"optimizer": "muon", "final_val_loss": 1.3, "step_ratio_vs_adamw": 0.5},
+             {"optimizer": "adamw", "final_val_loss": 1.6, "step_ratio_vs_adamw": 1.0},
+             {"optimizer": "adam", "final_val_loss": 1.5, "rank_ours_among_D": 1, "rank_work_D": 2},
+             {"optimizer": "msgd", "final_val_loss": 2.0, "rank_ours_among_D": 2, "rank_work_D": 8}]
+    payload = {"table": table, "spearman_rank_vs_work_D": 1.0,
+               "settings": {"model": "micro", "steps": 40, "lr_grid": [1.0]}}
+    res = LM_COMPARE_SECTION.summarize({"lm-compare": payload}, True)
+    assert [c.holds for c in res.claims] == ["yes", "yes", "yes"]
+    rows = {"mha": {"tau": 3.0, "peak_logit_no_clip": 6.0, "peak_logit_clip": 3.5, "clip_holds_every_step": False,
+                    "final_val_loss_no_clip": 2.0, "final_val_loss_clip": 2.5}}
+    res = QK_CLIP_SECTION.summarize({"qk-clip": {"results": rows}}, True)
+    assert [c.holds for c in res.claims] == ["no", "partly"]

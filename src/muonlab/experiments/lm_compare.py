@@ -8,6 +8,7 @@ D's, steps to reach AdamW's final validation loss), ``curves.png`` (validation c
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -144,12 +145,12 @@ def run(args) -> dict:
     spearman = _spearman([r["rank_ours_among_D"] for r in table if "rank_work_D" in r],
                          [r["rank_work_D"] for r in table if "rank_work_D" in r])
     summary = {"experiment": "lm-compare", "settings": s, "optimizers": names, "table": table,
-               "spearman_rank_vs_work_D": spearman, "runs": runs}
+               "spearman_rank_vs_work_D": spearman, "runs": runs, "plots": ["curves.png"]}
     write_json(out / "results.json", summary)
     (out / "table.md").write_text(markdown_table(table, s, spearman))
     plot_curves(best, out / "curves.png", adamw_target)
     print((out / "table.md").read_text())
-    return summary
+    return json.loads((out / "results.json").read_text())  # JSON-clean (non-finite -> null)
 
 
 def _spearman(a: list[int], b: list[int]) -> float | None:

@@ -9,6 +9,7 @@ every clipped step ends with max logit ≤ τ, and the final validation loss wit
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -70,7 +71,12 @@ def run(args) -> dict:
             "curve_clip": clipped["max_attn_logit_after_step"],
             "steps": free["train_steps"],
         }
-    summary = {"experiment": "qk-clip", "settings": s, "lr": lr, "results": rows}
+    runs = [{"attention": att, "clip": clip, "tau": r["tau"] if clip else None,
+             "peak_logit": r["peak_logit_clip" if clip else "peak_logit_no_clip"],
+             "final_val_loss": r["final_val_loss_clip" if clip else "final_val_loss_no_clip"]}
+            for att, r in rows.items() for clip in (False, True)]
+    summary = {"experiment": "qk-clip", "settings": s, "lr": lr, "results": rows, "runs": runs,
+               "plots": ["max_logits.png"]}
     write_json(out / "results.json", summary)
     plot(rows, out / "max_logits.png", s)
     lines = ["| attention | τ | peak logit, no clip | peak logit, QK-Clip | ≤ τ after every step | val loss no clip | val loss QK-Clip |",
@@ -82,7 +88,7 @@ def run(args) -> dict:
     (out / "table.md").write_text(f"{s['optimizer']} lr {lr:g}, model `{s['model']}`, {s['steps']} steps.\n\n"
                                   + "\n".join(lines) + "\n")
     print((out / "table.md").read_text())
-    return {k: v for k, v in summary.items()}
+    return json.loads((out / "results.json").read_text())  # JSON-clean (non-finite -> null)
 
 
 def _fmt(v) -> str:
