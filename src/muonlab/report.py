@@ -219,8 +219,8 @@ def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
     notes = (
         f"Data as in the authors' script (A, B, C ~ N(0, 1), X₀ ~ U(−1, 1)){', every dimension / 5 (--small)' if cfg.get('small') else ''}; "
         f"Hessian condition number κ(A)²κ(B)² = {cfg.get('hessian_condition', float('nan')):.3g}; f* from X* = A⁺CB⁺ in float64; "
-        "the gap is computed as ½⟨X − X*, ∇f(X)⟩ (no cancellation). PolarGrad = PolarSGD (β = 0) with QDWH run to "
-        "convergence. Why PolarGrad can lose at 4000 steps: its step is steepest descent in the spectral norm, stable only "
+        "the gap is computed as ½⟨X − X*, ∇f(X)⟩ (no cancellation). PolarGrad = PolarSGD (β = 0) with the exact "
+        "(SVD) polar factor. Why PolarGrad can lose at 4000 steps: its step is steepest descent in the spectral norm, stable only "
         "for η ≲ 2/⟨U, H[U]⟩ with U = polar(∇f), and its linear rate is governed by the spectral-norm condition number, "
         "up to min(m, n) = 100 times the Euclidean one (here ≳ 1e4), so a constant stable step contracts slowly; Adam's "
         "diagonal preconditioning and Muon's fixed-size steps descend faster early, then Muon stalls at an lr-sized floor.")
