@@ -196,7 +196,8 @@ def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
         claims.append(Claim(
             "PolarGrad reaches a lower objective than Muon and Adam on matrix quadratic regression.",
             "Work B: PolarGrad (lr 4e-8) converges fastest; Muon (lr 0.1) and Adam (lr 0.05) stall higher after 4000 steps.",
-            f"final gap f − f* after {p['config']['steps']} steps: {gap_text}", "yes" if wins else "no"))
+            f"final gap f − f* after {p['config']['steps']} steps: {gap_text}; lowest gap along the run: "
+            + ", ".join(f"{n} {min(r['losses']) - f_star:.3g}" for n, r in bests.items()), "yes" if wins else "no"))
     if "polargrad" in bests:
         pg = bests["polargrad"]
         frac = _monotone_fraction(pg["losses"])
@@ -219,11 +220,14 @@ def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
     notes = (
         f"Data as in the authors' script (A, B, C ~ N(0, 1), X₀ ~ U(−1, 1)){', every dimension / 5 (--small)' if cfg.get('small') else ''}; "
         f"Hessian condition number κ(A)²κ(B)² = {cfg.get('hessian_condition', float('nan')):.3g}; f* from X* = A⁺CB⁺ in float64; "
-        "the gap is computed as ½⟨X − X*, ∇f(X)⟩ (no cancellation). PolarGrad = PolarSGD (β = 0) with QDWH run to "
-        "convergence. Why PolarGrad can lose at 4000 steps: its step is steepest descent in the spectral norm, stable only "
-        "for η ≲ 2/⟨U, H[U]⟩ with U = polar(∇f), and its linear rate is governed by the spectral-norm condition number, "
-        "up to min(m, n) = 100 times the Euclidean one (here ≳ 1e4), so a constant stable step contracts slowly; Adam's "
-        "diagonal preconditioning and Muon's fixed-size steps descend faster early, then Muon stalls at an lr-sized floor.")
+        "the gap is computed as ½⟨X − X*, ∇f(X)⟩ (no cancellation).\n\n"
+        "**Why a quick check can miss PolarGrad's win: the step size.** PolarGrad is steepest descent in the spectral norm; "
+        "a constant step is stable only below ≈ 2/⟨U, H[U]⟩ (U = polar(∇f), H[D] = AᵀA D BBᵀ), and its linear rate "
+        "improves sharply up to that edge. Measured at full size (500×100, fp32, exact polar, 4000 steps, seed 0): "
+        "gap 28 at lr 1e-8, 4e-3 at 2e-8, and 1e-8 (the fp32 floor) at the paper's 4e-8, reached by step ~1000; Muon at "
+        "lr 0.1 stalls near 4e5. On the 1/5-size problem (`--small`, stable steps ×125) the edge is just as sharp: "
+        "2.5e-6 converges, 5e-6 diverges. A grid that stops below the edge (e.g. 1.3e-8) under-reports PolarGrad by "
+        "orders of magnitude; the best step sits within 2× of divergence, so tune it on a fine grid up to the edge.")
     return SectionResult(claims, [f"quadreg/{n}" for n in p.get("plots", [])], notes)
 
 

@@ -202,15 +202,20 @@ def run_key(run: Run) -> tuple:
     return (run.diverged, not reached, run.iters_to_tol if reached else 0, final_err)
 
 
-def mark_best(runs: list[Run]) -> list[Run]:
-    """Flag the best run per (optimizer, κ)."""
+def final_key(run: Run) -> tuple:
+    """Best run by the final error alone (fixed-budget comparisons); diverged runs last."""
+    return (run.diverged, run.errors[-1] if run.errors else math.inf)
+
+
+def mark_best(runs: list[Run], key=run_key) -> list[Run]:
+    """Flag the best run per (optimizer, κ) under ``key`` (default: fewest iterations to the tolerance)."""
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault((r.optimizer, r.kappa), []).append(r)
     for group in groups.values():
         for r in group:
             r.best = False
-        min(group, key=run_key).best = True
+        min(group, key=key).best = True
     return runs
 
 
