@@ -243,6 +243,8 @@ SECTIONS: list[str] = [
     "muonlab.report:MATFAC_SECTION",
     "muonlab.report:ICL_SECTION",
     "muonlab.report:QUADREG_SECTION",
+    "muonlab.experiments.lm_report:LM_COMPARE_SECTION",
+    "muonlab.experiments.lm_report:QK_CLIP_SECTION",
 ]
 
 
