@@ -5,6 +5,7 @@ from muonlab.optim import (
     OPTIMIZERS,
     Muon,
     PolarGrad,
+    QKClip,
     SimplifiedMuon,
     SpectralAdam,
     SpectralSGD,
@@ -12,6 +13,7 @@ from muonlab.optim import (
     make_optimizer,
     param_groups,
 )
+import muonlab.distributed  # noqa: E402,F401  (installs the optimizers' distribution support)
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,7 @@ __all__ = [
     "OPTIMIZERS",
     "Muon",
     "PolarGrad",
+    "QKClip",
     "SimplifiedMuon",
     "SpectralAdam",
     "SpectralSGD",

@@ -14,6 +14,8 @@ import sys
 # Modules that add commands; each has register(subparsers). Keep heavy imports inside the commands.
 COMMAND_MODULES = (
     "muonlab.bench.cli",
+    "muonlab.tasks.lm.cli",
+    "muonlab.experiments.cli",
 )
 
 

@@ -1,1 +1,33 @@
-"""muonlab.distributed"""
+"""Layer 3: distributed training with muonlab optimizers — each matrix orthogonalized whole, once, on one rank.
+
+- Replicated parameters (DDP, or plain tensors with an initialized process group): the matrix work is
+  split across ranks (balanced by flops, same-shape matrices together) and the results all-gathered.
+- Sharded parameters (FSDP2 ``fully_shard`` / DTensor ``Shard(d)`` on a 1-D mesh): each whole matrix is
+  brought to its owner rank with one ``all_to_all`` per dtype, orthogonalized there, and its shards sent back.
+
+Nothing to configure: ``muonlab.Muon(model.parameters())`` reads the layout from the parameters
+(``distributed="none"`` or a ProcessGroup/DeviceMesh to override). Modules: :mod:`.plan` (who does
+what), :mod:`.comm` (how matrices travel), :mod:`.resolve` (layouts, checks), :mod:`.optimizer` (the
+optimizer's side), :mod:`.launch` (run a function on W local gloo ranks), :mod:`.measure` (bytes moved).
+"""
+
+from muonlab.distributed.comm import CommStats, Layout, map_whole
+from muonlab.distributed.optimizer import OptimizerDistribution
+from muonlab.distributed.plan import assign_owners, matrix_flops, shard_sizes
+from muonlab.distributed.resolve import Distribution, layout_of, resolve_distribution
+from muonlab.optim.base import register_distribution
+
+register_distribution(OptimizerDistribution)
+
+__all__ = [
+    "CommStats",
+    "Distribution",
+    "Layout",
+    "OptimizerDistribution",
+    "assign_owners",
+    "layout_of",
+    "map_whole",
+    "matrix_flops",
+    "resolve_distribution",
+    "shard_sizes",
+]

@@ -5,4 +5,12 @@ Each function has the signature ``run(args: argparse.Namespace) -> dict`` and wr
 """
 
 EXPERIMENTS: dict[str, str] = {
+    "matfac": "muonlab.experiments.work_a:run_matfac",
+    "matfac-sym": "muonlab.experiments.work_a:run_matfac_sym",
+    "icl": "muonlab.experiments.work_a:run_icl",
+    "quadreg": "muonlab.experiments.work_b:run_quadreg",
+    "logreg": "muonlab.experiments.work_b:run_logreg",
+    "completion": "muonlab.experiments.work_b:run_completion",
+    "lm-compare": "muonlab.experiments.lm_compare:run",
+    "qk-clip": "muonlab.experiments.qk_clip:run",
 }

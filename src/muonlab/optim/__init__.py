@@ -5,12 +5,14 @@
 - :class:`SpectralSGD`, :class:`SpectralAdam`: work D's U Σᵖ Vᵀ family;
 - :class:`SimplifiedMuon`: W ← W − η polar(G);
 - :func:`param_groups`, :func:`explain`: which parameter gets which rule;
+- :class:`QKClip`: per-head QK-Clip (MuonClip's post-step rule), with any optimizer;
 - :func:`make_optimizer`, :data:`OPTIMIZERS`: everything by name.
 """
 
 from muonlab.optim.base import KINDS, SpectralOptimizer
 from muonlab.optim.muon import Muon
 from muonlab.optim.polargrad import PolarGrad
+from muonlab.optim.qkclip import QKClip
 from muonlab.optim.registry import OPTIMIZERS, make_optimizer
 from muonlab.optim.routing import explain, param_groups, route
 from muonlab.optim.simplified import SimplifiedMuon
@@ -21,6 +23,7 @@ __all__ = [
     "OPTIMIZERS",
     "Muon",
     "PolarGrad",
+    "QKClip",
     "SimplifiedMuon",
     "SpectralAdam",
     "SpectralOptimizer",

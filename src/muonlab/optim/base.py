@@ -19,6 +19,9 @@ matrix transform are computed:
 - **non-finite gradients**: one fused check over all gradients before anything is touched;
   ``on_nonfinite="skip"`` (default) skips the whole step with a warning naming the parameters,
   ``"raise"`` raises.
+- **distribution**: ``distributed="auto"`` (see :mod:`muonlab.distributed`, which plugs itself in
+  through :func:`register_distribution` so that this layer holds no torch.distributed code): the
+  step asks it to agree across ranks on skipping, and routes :meth:`compute_updates` through it.
 - **state** lives in ``self.state[p]``: ``"momentum_buffer"``; ``"exp_avg"``, ``"exp_avg_sq"``,
   ``"step"`` (a Python int) for Adam moments (the AdamW part and SpectralAdam).
 """
@@ -37,9 +40,21 @@ from muonlab.optim import pipeline as pl
 
 KINDS = ("matrix", "embedding", "head", "vector")
 NONFINITE_POLICIES = ("skip", "raise")
+# Param-group keys besides the optimizer's defaults: routing keys, and the LR schedulers' initial_lr.
+GROUP_KEYS = frozenset({"params", "param_names", "kind", "update", "initial_lr"})
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
+
+# Factory distributed="..." -> distribution object, installed by muonlab.distributed (layer 3) on
+# import; ``muonlab/__init__`` imports it, so it is always there when the package is used.
+_DISTRIBUTION_FACTORY = None
+
+
+def register_distribution(factory) -> None:
+    """Install the object every optimizer asks about distribution (see muonlab.distributed.optimizer)."""
+    global _DISTRIBUTION_FACTORY
+    _DISTRIBUTION_FACTORY = factory
 
 
 def check_nonnegative(value: Any, name: str) -> None:
@@ -87,7 +102,11 @@ class SpectralOptimizer(Optimizer):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
+        if _DISTRIBUTION_FACTORY is None:
+            raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
+        self._distribution = _DISTRIBUTION_FACTORY(distributed)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -105,6 +124,7 @@ class SpectralOptimizer(Optimizer):
         if isinstance(params, torch.Tensor):
             raise TypeError("params must be an iterable of tensors or of param-group dicts, got a single Tensor")
         super().__init__(params, defaults)
+        self._distribution.validate(self.param_groups)
 
     # ------------------------------------------------------------------ construction / routing
     def _check_common(self, group: dict, where: str) -> None:
@@ -134,6 +154,15 @@ class SpectralOptimizer(Optimizer):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
+        unknown = sorted(set(group) - set(self.defaults) - GROUP_KEYS, key=str)
+        if unknown:
+            raise ValueError(
+                f"unknown param-group key(s) {', '.join(map(repr, unknown))} for {type(self).__name__}; "
+                f"it accepts {', '.join(sorted(set(self.defaults) | GROUP_KEYS))} "
+                "(the AdamW part is set with the adamw_* keys)"
+            )
+        if "params" not in group:
+            raise ValueError("a param group needs a 'params' entry")
         params = group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -235,23 +264,43 @@ class SpectralOptimizer(Optimizer):
                 params.append(p)
                 grads.append(p.grad)
             work.append((group, params))
-        if grads and not _all_finite(grads):
+        finite = _all_finite(grads) if grads else True
+        # Every rank must take the same decision (a rank skipping alone would hang the others).
+        finite = self._distribution.agree(self.param_groups, work, finite)
+        if not finite:
             self._handle_nonfinite()
             return loss
         for group, params in work:
             if not params:
                 continue
+            # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
+            grads = [p.grad if p.grad.dtype == state_dtype(p) else p.grad.to(state_dtype(p)) for p in params]
             if group["update"] == "adamw":
-                self._adamw_step(group, params)
+                self._adamw_step(group, params, grads)
             else:
-                self._spectral_step(group, params)
+                self._spectral_step(group, params, grads)
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, then the saved floating state keeps its saved dtype (fp32 state of half params).
+
+        torch.optim.Optimizer casts every floating state tensor to its parameter's dtype, which
+        would round the fp32 moments of bf16/fp16 parameters; resuming must be exact.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                current = self.state[p].get(key)
+                if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     def _handle_nonfinite(self) -> None:
         bad = []
         for group in self.param_groups:
             for i, p in enumerate(group["params"]):
-                if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                if p.grad is not None and not bool(torch.isfinite(_local(p.grad)).all()):
                     bad.append(self._label(group, i).removeprefix("parameter "))
         message = f"non-finite (NaN/Inf) gradient in {', '.join(bad)}"
         if self.on_nonfinite == "raise":
@@ -262,22 +311,14 @@ class SpectralOptimizer(Optimizer):
             stacklevel=3,
         )
 
-    def _adamw_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        exp_avgs, exp_avg_sqs, steps = [], [], []
-        for p in params:
-            state = self.state[p]
-            if "exp_avg" not in state:
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] = 0
-            state["step"] += 1
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            steps.append(state["step"])
+    def _adamw_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        exp_avgs = self._buffers(params, "exp_avg")
+        exp_avg_sqs = self._buffers(params, "exp_avg_sq")
+        steps = self._count_steps(params)
         beta1, beta2 = group["betas"]
         pl.adamw_update(
             params,
-            [p.grad for p in params],
+            grads,
             exp_avgs,
             exp_avg_sqs,
             steps,
@@ -288,10 +329,9 @@ class SpectralOptimizer(Optimizer):
             weight_decay=group["weight_decay"],
         )
 
-    def _spectral_step(self, group: dict, params: list[torch.Tensor]) -> None:
-        grads = [p.grad for p in params]
+    def _spectral_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         inputs = self.spectral_inputs(group, params, grads)
-        updates = self.compute_updates(inputs, group)
+        updates = self._distribution.compute_updates(self, inputs, group)
         self.apply_updates(group, params, grads, updates)
 
     # ------------------------------------------------------------------ subclass hooks
@@ -302,7 +342,11 @@ class SpectralOptimizer(Optimizer):
         raise NotImplementedError(f"{type(self).__name__} must define spectral_inputs")
 
     def transform(self, x: torch.Tensor, group: dict) -> torch.Tensor:
-        """The update direction of a (B, m, n) batch of matrices (before the shape scale)."""
+        """The update direction of a (B, m, n) batch of matrices (before the shape scale).
+
+        Return a new tensor, or ``x`` itself (never another view of it): the caller scales the
+        result in place unless it is ``x``, and ``x`` may share memory with the optimizer state.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define transform")
 
     def apply_updates(
@@ -336,7 +380,8 @@ class SpectralOptimizer(Optimizer):
             out = self.transform(batch, group)
             scale = pl.shape_scale(rows, cols, rule)
             if scale != 1.0:
-                out = out * scale
+                # In place unless the transform handed back its input (Ψ₁ is the identity).
+                out = out * scale if out is batch else out.mul_(scale)
             pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
@@ -348,9 +393,18 @@ class SpectralOptimizer(Optimizer):
         for p in params:
             state = self.state[p]
             if key not in state:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[key] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
             out.append(state[key])
         return out
+
+    def _count_steps(self, params: list[torch.Tensor]) -> list[int]:
+        """Advance and return each parameter's ``state["step"]`` (a Python int: exact on resume)."""
+        steps = []
+        for p in params:
+            state = self.state[p]
+            state["step"] = state.get("step", 0) + 1
+            steps.append(state["step"])
+        return steps
 
     @staticmethod
     def _polar(x: torch.Tensor, group: dict, eps: float = 0.0) -> torch.Tensor:
@@ -364,6 +418,11 @@ class SpectralOptimizer(Optimizer):
             eps=eps,
             check_finite=False,
         )
+
+
+def state_dtype(p: torch.Tensor) -> torch.dtype:
+    """Optimizer state is kept in fp32 for bf16/fp16 parameters, in the parameter's dtype otherwise."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
 
 
 def check_polar_method(group: dict, where: str) -> None:
@@ -386,7 +445,7 @@ def check_polar_method(group: dict, where: str) -> None:
 def _all_finite(grads: list[torch.Tensor]) -> bool:
     """One reduction per device: max|g| over every gradient is finite iff no NaN/Inf anywhere."""
     by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
-    for g in grads:
+    for g in map(_local, grads):
         if g.numel():
             by_device[g.device].append(g)
     for device_grads in by_device.values():
@@ -394,3 +453,8 @@ def _all_finite(grads: list[torch.Tensor]) -> bool:
         if not bool(torch.stack([m.float() for m in maxima]).isfinite().all()):
             return False
     return True
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (checks on it are per rank; the distribution makes the ranks agree)."""
+    return t.to_local() if hasattr(t, "to_local") else t

@@ -53,6 +53,11 @@ class Muon(SpectralOptimizer):
         num_heads, split_sizes: orthogonalize row blocks separately (per-head attention projections;
             fused QKV: ``split_sizes`` along dim 0, each section split into ``num_heads``). Per group.
         on_nonfinite: ``"skip"`` (warn, leave everything untouched) or ``"raise"``.
+        distributed: ``"auto"`` (default): DTensor parameters (FSDP2) are orthogonalized whole on one
+            owner rank each; plain parameters with an initialized process group (DDP) have their
+            matrix work split across ranks and all-gathered. ``"none"``: single process. A
+            ProcessGroup or 1-D DeviceMesh: split the work of replicated parameters over that group.
+            See :mod:`muonlab.distributed`.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class Muon(SpectralOptimizer):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         if method is None:
             method = "newton_schulz" if (ns_coefficients is not None or ns_steps is not None) else DEFAULT_METHOD
@@ -104,6 +110,7 @@ class Muon(SpectralOptimizer):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:

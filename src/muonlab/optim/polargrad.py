@@ -58,6 +58,7 @@ class PolarGrad(SpectralOptimizer):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -81,6 +82,7 @@ class PolarGrad(SpectralOptimizer):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:

@@ -38,6 +38,7 @@ class SimplifiedMuon(SpectralOptimizer):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(lr=lr, weight_decay=0.0, method=method, steps=steps, polar_dtype=polar_dtype, adjust_lr_fn="none")
         self.check_spectral_group(defaults, "")
@@ -52,6 +53,7 @@ class SimplifiedMuon(SpectralOptimizer):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:

@@ -95,6 +95,7 @@ class SpectralSGD(_PowerTransform):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -118,6 +119,7 @@ class SpectralSGD(_PowerTransform):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:
@@ -157,6 +159,7 @@ class SpectralAdam(_PowerTransform):
         num_heads: int | None = None,
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
+        distributed="auto",
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -181,6 +184,7 @@ class SpectralAdam(_PowerTransform):
             num_heads=num_heads,
             split_sizes=split_sizes,
             on_nonfinite=on_nonfinite,
+            distributed=distributed,
         )
 
     def check_spectral_group(self, group: dict, where: str) -> None:
@@ -192,10 +196,6 @@ class SpectralAdam(_PowerTransform):
     def spectral_inputs(self, group, params, grads):
         exp_avgs = self._buffers(params, "exp_avg")
         exp_avg_sqs = self._buffers(params, "exp_avg_sq")
-        steps = []
-        for p in params:
-            state = self.state[p]
-            state["step"] = state.get("step", 0) + 1
-            steps.append(state["step"])
+        steps = self._count_steps(params)
         beta1, beta2 = group["betas"]
         return pl.adam_direction(grads, exp_avgs, exp_avg_sqs, steps, beta1=beta1, beta2=beta2, eps=group["eps"])

@@ -1,0 +1,154 @@
+"""``muonlab run EXPERIMENT`` and ``muonlab reproduce``: argument parsing and validation at the boundary.
+
+Every bad input (unknown experiment or optimizer, non-positive κ or steps, unwritable output directory) becomes a
+one-line error naming the problem (exit code 2) before anything runs; results are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from pathlib import Path
+
+
+def _error(message: str):
+    from muonlab.cli import CLIError
+
+    return CLIError(message)
+
+
+def parse_optimizers(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from muonlab.experiments.runner import known_optimizers
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise _error("--optimizers: expected a comma-separated list of optimizer names")
+    known = known_optimizers()
+    for n in names:
+        if n not in known:
+            raise _error(f"--optimizers: unknown optimizer {n!r}; known: {', '.join(sorted(known))}")
+    return names
+
+
+def parse_kappas(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    kappas = []
+    for item in text.split(","):
+        try:
+            k = float(item)
+        except ValueError:
+            raise _error(f"--kappas: {item.strip()!r} is not a number") from None
+        if not math.isfinite(k) or k <= 0:
+            raise _error(f"--kappas: condition numbers must be positive and finite, got {item.strip()}")
+        if k < 1:
+            raise _error(f"--kappas: a condition number is ≥ 1, got {item.strip()}")
+        kappas.append(k)
+    return kappas
+
+
+def check_steps(steps: int | None) -> int | None:
+    if steps is not None and steps <= 0:
+        raise _error(f"--steps must be a positive integer, got {steps}")
+    return steps
+
+
+def resolve_experiment(name: str):
+    from muonlab.experiments.registry import EXPERIMENTS
+
+    if name not in EXPERIMENTS:
+        raise _error(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    module, func = EXPERIMENTS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def execute(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    """Run experiment ``name`` writing into ``out_dir`` (which must exist); returns the results payload."""
+    from muonlab.experiments.output import write_json
+
+    func = resolve_experiment(name)
+    sub = argparse.Namespace(**{**vars(args), "experiment": name, "out": out_dir})
+    payload = func(sub)
+    write_json(Path(out_dir) / "results.json", payload)
+    return payload
+
+
+def summary_table(payload: dict) -> str:
+    rows = [r for r in payload["runs"] if r.get("best")]
+    lines = [f"{'optimizer':<16} {'kappa':>8} {'lr':>10} {'rho':>6} {'iters_to_tol':>12} {'final error':>12} {'wall_s':>7}"]
+    for r in rows:
+        k = "-" if r["kappa"] is None else f"{r['kappa']:g}"
+        it = "-" if r["iters_to_tol"] is None else str(r["iters_to_tol"])
+        err = r["final_error"]
+        lines.append(f"{r['optimizer']:<16} {k:>8} {r['lr']:>10.3g} {r['gamma']:>6.3g} {it:>12} "
+                     f"{(err if err is not None else float('nan')):>12.3e} {r['wall_s']:>7.2f}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from muonlab.experiments.output import OutputError, atomic_directory
+
+    resolve_experiment(args.experiment)
+    args.progress = not args.no_progress
+    args.optimizers = parse_optimizers(args.optimizers)
+    args.kappas = parse_kappas(args.kappas)
+    check_steps(args.steps)
+    out = args.out or str(Path("results") / args.experiment)
+    try:
+        with atomic_directory(out) as tmp:
+            payload = execute(args.experiment, args, tmp)
+    except OutputError as err:
+        raise _error(str(err)) from None
+    print(summary_table(payload))
+    print(f"wrote {Path(out).resolve() / 'results.json'} and {', '.join(payload.get('plots', []))}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from muonlab.experiments.output import OutputError
+    from muonlab.report import reproduce
+
+    check_steps(getattr(args, "steps", None))
+    out = args.out or "reproduce"
+    try:
+        path = reproduce(out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    except OutputError as err:
+        raise _error(str(err)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the data and the starts (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    from muonlab.experiments.registry import EXPERIMENTS
+
+    run = subparsers.add_parser(
+        "run",
+        help="run one experiment: step-size grid per optimizer, results.json + PNG plots",
+        description="Run one experiment. Known: " + ", ".join(EXPERIMENTS),
+    )
+    run.add_argument("experiment", metavar="EXPERIMENT", help="one of: " + ", ".join(EXPERIMENTS))
+    run.add_argument("--optimizers", help="comma-separated names as in make_optimizer, plus gd (default: per experiment)")
+    run.add_argument("--kappas", help="comma-separated condition numbers (work A experiments)")
+    run.add_argument("--steps", type=int, help="step budget per run (default: per experiment and optimizer)")
+    run.add_argument("--out", help="output directory (default results/EXPERIMENT); replaced atomically")
+    run.add_argument("--quick", action="store_true", help="smaller step-size grids and budgets")
+    run.add_argument("--small", action="store_true", help="work B problems with every dimension divided by 5")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    rep = subparsers.add_parser(
+        "reproduce",
+        help="run the reproductions and write report.md: each claim, the source's number, ours, and whether it holds",
+    )
+    rep.add_argument("--quick", action="store_true", help="reduced settings: under ~5 minutes on 2 CPU cores")
+    rep.add_argument("--out", help="output directory (default reproduce/); replaced atomically")
+    _common(rep)
+    rep.set_defaults(func=cmd_reproduce)

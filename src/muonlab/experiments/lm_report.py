@@ -1,0 +1,69 @@
+"""Sections of ``muonlab reproduce`` for the language-model lab (work D's ranking, work C's QK-Clip).
+
+Add to ``muonlab.report.SECTIONS``: "muonlab.experiments.lm_report:LM_COMPARE_SECTION" and
+"muonlab.experiments.lm_report:QK_CLIP_SECTION".
+"""
+
+from __future__ import annotations
+
+from muonlab.report import Claim, Section, SectionResult
+
+
+def _lm_settings(quick: bool) -> dict:
+    return {"lm-compare": {"quick": quick}}
+
+
+def _lm_summary(payloads: dict, quick: bool) -> SectionResult:
+    p = payloads["lm-compare"]
+    table = {r["optimizer"]: r for r in p["table"]}
+    claims = []
+    if "muon" in table and "adamw" in table and table["muon"]["final_val_loss"] is not None:
+        ratio = table["muon"].get("step_ratio_vs_adamw")
+        claims.append(Claim(
+            "Tuned Muon reaches tuned AdamW's final validation loss in fewer steps (target ≤ 0.7×).",
+            "modded-nanogpt: 3600 vs 5625 steps (0.64×); work D: Muon 2.887 vs Adam 2.871 (no win)",
+            f"{'never' if ratio is None else f'{ratio:.2f}×'} (Muon {table['muon']['final_val_loss']:.3f} vs AdamW "
+            f"{table['adamw']['final_val_loss']:.3f}){'; quick: default lrs, 40 steps' if quick else ''}",
+            "yes" if ratio is not None and ratio <= 0.7 else "no"))
+    rho = p.get("spearman_rank_vs_work_D")
+    if rho is not None:
+        claims.append(Claim(
+            "Work D's ranking of its eight optimizers carries over to a small GPT on our corpus.",
+            "AdamS < Adam < AdamQ < mSGDQ < AdamZ < mSGDZ < mSGDS ≪ mSGD",
+            f"Spearman ρ = {rho:.2f}; ours: " + " < ".join(r["optimizer"] for r in p["table"] if "rank_work_D" in r),
+            "yes" if rho >= 0.7 else ("partly" if rho > 0 else "no")))
+    if "msgd" in table and table["msgd"].get("rank_ours_among_D"):
+        n = sum(1 for r in p["table"] if "rank_work_D" in r)
+        claims.append(Claim("Plain momentum SGD (p = 1) is clearly the worst of the eight.", "mSGD 3.092 vs ≤ 2.895",
+                            f"mSGD rank {table['msgd']['rank_ours_among_D']} of {n}",
+                            "yes" if table["msgd"]["rank_ours_among_D"] == n else "no"))
+    note = (f"Model `{p['settings']['model']}`, {p['settings']['steps']} steps; lr grid ×{p['settings']['lr_grid']}. "
+            + ("Quick mode: one lr per optimizer and 40 steps, so the ranking is indicative only." if quick else ""))
+    return SectionResult(claims, ["lm-compare/curves.png"], note)
+
+
+def _qk_settings(quick: bool) -> dict:
+    return {"qk-clip": {"quick": quick}}
+
+
+def _qk_summary(payloads: dict, quick: bool) -> SectionResult:
+    rows = payloads["qk-clip"]["results"]
+    claims = []
+    for att, r in rows.items():
+        claims.append(Claim(
+            f"{att.upper()}: per-head QK-Clip keeps every head's max logit ≤ τ after every step.",
+            "Kimi K2 (arXiv 2507.20534): S_h ≤ τ after clipping",
+            f"τ = {r['tau']:g}: peak {r['peak_logit_no_clip']:.2f} without, {r['peak_logit_clip']:.2f} with clipping",
+            "yes" if r["clip_holds_every_step"] else "no"))
+        lo, lc = r["final_val_loss_no_clip"], r["final_val_loss_clip"]
+        if lo is not None and lc is not None:
+            claims.append(Claim(f"{att.upper()}: clipping does not hurt the loss.", "Kimi K2: no loss degradation",
+                                f"val loss {lo:.3f} without, {lc:.3f} with", "yes" if lc <= lo + 0.02 else "partly"))
+    return SectionResult(claims, ["qk-clip/max_logits.png"],
+                         "τ is half the unclipped run's peak, so the clip binds at this small scale.")
+
+
+LM_COMPARE_SECTION = Section("lm-compare", "Work D — spectral optimizers on a small GPT", ["lm-compare"],
+                             _lm_settings, _lm_summary, "Qi, Chen, Ye, He, Xiao, arXiv 2602.04669")
+QK_CLIP_SECTION = Section("qk-clip", "Work C — QK-Clip on MHA and MLA", ["qk-clip"], _qk_settings, _qk_summary,
+                          "Kimi K2 technical report, arXiv 2507.20534")

@@ -1,0 +1,73 @@
+"""Atomic result directories: write everything into a fresh temporary sibling, then rename it into place.
+
+An interrupted or failed run removes its temporary directory, so ``DIR`` either holds a complete result set
+(results.json + plots) or is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class OutputError(Exception):
+    """The output directory cannot be written (message names the path and the reason)."""
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def check_writable(out: str | os.PathLike) -> Path:
+    """Resolve ``out`` and make sure a directory can be created beside it; raise OutputError otherwise."""
+    path = Path(out).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {path} exists and is not a directory")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--out {path}: cannot create parent directory ({err.strerror})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {path}: directory {parent} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike):
+    """Yield a temporary directory; on success it replaces ``out``, on any exception it is removed."""
+    path = check_writable(out)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise OutputError(f"--out {path}: cannot write there ({err.strerror})") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, old / "previous")
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_json_safe(payload), f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,115 @@
+"""``muonlab run qk-clip``: max attention logits over training with and without QK-Clip, MHA and MLA (SPEC §5.4).
+
+Muon at twice its default lr (logits grow faster under Muon than under Adam) trains the same model on the same
+batches four times: {MHA, MLA} × {no clip, QK-Clip at τ}. Unless ``args.tau`` is given, τ is half the largest
+logit the unclipped run of the same attention reached, so the clip binds. The curves are the largest per-head
+max logit measured after every step (clip applied) on that step's batch. Checks written to ``results.json``:
+every clipped step ends with max logit ≤ τ, and the final validation loss with and without clipping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+ATTENTIONS = ("mha", "mla")
+LR_MULTIPLIER = 2.0
+
+
+def settings(args) -> dict:
+    quick = bool(getattr(args, "quick", False))
+    steps = getattr(args, "steps", None) or (60 if quick else 300)
+    return dict(
+        model=getattr(args, "model", None) or ("micro" if quick else "tiny"),
+        steps=int(steps), batch_size=8 if quick else 16, block_size=64 if quick else 128,
+        eval_every=max(1, int(steps) // 4), eval_batches=4 if quick else 8,
+        optimizer=(getattr(args, "optimizer", None) or "muon"),
+        seed=int(getattr(args, "seed", 0) or 0), data=getattr(args, "data", None),
+        tau=getattr(args, "tau", None),
+    )
+
+
+def run(args) -> dict:
+    import torch
+
+    from muonlab.tasks.lm.data import prepare_data
+    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train, write_json
+
+    s = settings(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    token_data = prepare_data(s["data"], "byte")
+    torch.set_num_threads(1)
+    lr = DEFAULT_LR[s["optimizer"]] * LR_MULTIPLIER
+
+    def one(attention: str, tau: float | None) -> dict:
+        run_dir = out / "runs" / f"{attention}_{'noclip' if tau is None else f'tau{tau:g}'}"
+        cfg = TrainConfig(data=s["data"], model=s["model"], attention=attention, block_size=s["block_size"],
+                          batch_size=s["batch_size"], steps=s["steps"], eval_every=s["eval_every"],
+                          eval_batches=s["eval_batches"], optimizer=s["optimizer"], lr=lr, seed=s["seed"],
+                          qk_clip=tau, record_logits=True, progress=False, threads=1, ckpt_every=10**9,
+                          out=str(run_dir), resume=(run_dir / "checkpoint.pt").exists())
+        print(f"qk-clip: {attention} {'no clip' if tau is None else f'tau={tau:g}'} ({s['steps']} steps)", flush=True)
+        return train(cfg, token_data=token_data)
+
+    rows = {}
+    for attention in ATTENTIONS:
+        free = one(attention, None)
+        peak = max(free["max_attn_logit_after_step"])
+        tau = float(s["tau"]) if s["tau"] else float(f"{0.5 * peak:.3g}")
+        clipped = one(attention, tau)
+        worst = max(clipped["max_attn_logit_after_step"])
+        rows[attention] = {
+            "tau": tau,
+            "peak_logit_no_clip": peak,
+            "peak_logit_clip": worst,
+            "clip_holds_every_step": bool(worst <= tau * (1 + 1e-4)),
+            "final_val_loss_no_clip": free["final_val_loss"],
+            "final_val_loss_clip": clipped["final_val_loss"],
+            "curve_no_clip": free["max_attn_logit_after_step"],
+            "curve_clip": clipped["max_attn_logit_after_step"],
+            "steps": free["train_steps"],
+        }
+    runs = [{"attention": att, "clip": clip, "tau": r["tau"] if clip else None,
+             "peak_logit": r["peak_logit_clip" if clip else "peak_logit_no_clip"],
+             "final_val_loss": r["final_val_loss_clip" if clip else "final_val_loss_no_clip"]}
+            for att, r in rows.items() for clip in (False, True)]
+    summary = {"experiment": "qk-clip", "settings": s, "lr": lr, "results": rows, "runs": runs,
+               "plots": ["max_logits.png"]}
+    write_json(out / "results.json", summary)
+    plot(rows, out / "max_logits.png", s)
+    lines = ["| attention | τ | peak logit, no clip | peak logit, QK-Clip | ≤ τ after every step | val loss no clip | val loss QK-Clip |",
+             "|---|---|---|---|---|---|---|"]
+    for att, r in rows.items():
+        lines.append(f"| {att.upper()} | {r['tau']:g} | {r['peak_logit_no_clip']:.2f} | {r['peak_logit_clip']:.2f} | "
+                     f"{'yes' if r['clip_holds_every_step'] else 'NO'} | {_fmt(r['final_val_loss_no_clip'])} | "
+                     f"{_fmt(r['final_val_loss_clip'])} |")
+    (out / "table.md").write_text(f"{s['optimizer']} lr {lr:g}, model `{s['model']}`, {s['steps']} steps.\n\n"
+                                  + "\n".join(lines) + "\n")
+    print((out / "table.md").read_text())
+    return json.loads((out / "results.json").read_text())  # JSON-clean (non-finite -> null)
+
+
+def _fmt(v) -> str:
+    return "—" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def plot(rows: dict, path: Path, s: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.8), squeeze=False)
+    for ax, (att, r) in zip(axes[0], rows.items()):
+        ax.plot(r["steps"], r["curve_no_clip"], label="no clip")
+        ax.plot(r["steps"], r["curve_clip"], label=f"QK-Clip τ={r['tau']:g}")
+        ax.axhline(r["tau"], color="k", ls="--", lw=0.8)
+        ax.set_title(f"{att.upper()} ({s['optimizer']}, {s['model']})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("max attention logit over heads")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

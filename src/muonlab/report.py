@@ -1,0 +1,313 @@
+"""``muonlab reproduce``: run the reproductions and write ``report.md`` — each claim, the source's statement, ours, and
+whether it holds.
+
+The report is a list of *sections*. A section names the experiments it needs (with their settings for the full and the
+``--quick`` report) and turns their results.json payloads into claim rows, plots and a short note. Other parts of the
+lab add sections by appending "module:attribute" to :data:`SECTIONS` (the attribute is a :class:`Section`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass
+class Claim:
+    claim: str  # one sentence
+    source: str  # the source's number or statement
+    ours: str  # our measurement
+    holds: str  # "yes", "no", "partly"
+
+
+@dataclass
+class SectionResult:
+    claims: list[Claim]
+    plots: list[str]  # paths relative to the report directory
+    notes: str = ""
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    experiments: list[str]
+    settings: Callable[[bool], dict[str, dict]]  # quick -> {experiment: argument overrides}
+    summarize: Callable[[dict[str, dict], bool], SectionResult]
+    source: str = ""
+
+
+# ---- helpers on results payloads ----------------------------------------------------------------------------------
+
+
+def best(payload: dict) -> dict[tuple[str, float | None], dict]:
+    return {(r["optimizer"], r["kappa"]): r for r in payload["runs"] if r.get("best")}
+
+
+def iters_by_kappa(payload: dict, name: str) -> list[tuple[float, int | None]]:
+    return sorted((k, r["iters_to_tol"]) for (n, k), r in best(payload).items() if n == name)
+
+
+def fmt_counts(pairs, budget) -> str:
+    return ", ".join(f"κ={k:g}: {'>' + str(budget) if it is None else it}" for k, it in pairs)
+
+
+def budget(payload: dict, name: str) -> int:
+    steps = payload["config"]["steps"]
+    return steps[name] if isinstance(steps, dict) else steps
+
+
+def ratio_last_first(pairs, budget_steps) -> tuple[float, bool]:
+    """count(κ_max)/count(κ_min); the bool says it is a lower bound (κ_max never reached the tolerance)."""
+    first, last = pairs[0][1], pairs[-1][1]
+    if first is None:
+        return float("nan"), False
+    if last is None:
+        return budget_steps / max(first, 1), True
+    return last / max(first, 1), False
+
+
+def _kappa_pairs(pairs, lo, hi):
+    return [p for p in pairs if lo <= p[0] <= hi]
+
+
+# ---- work A: matrix factorization -------------------------------------------------------------------------------
+
+
+def _matfac_settings(quick: bool) -> dict:
+    return {"matfac": {"quick": quick}}
+
+
+def _matfac_summary(payloads: dict, quick: bool) -> SectionResult:
+    p = payloads["matfac"]
+    tol = p["config"]["tolerance"]
+    claims = []
+    sm = iters_by_kappa(p, "simplified_muon")
+    reached = [it for _, it in sm if it is not None]
+    if reached and len(reached) == len(sm):
+        spread = max(reached) / min(reached)
+        claims.append(Claim(
+            "Simplified Muon needs a number of iterations independent of the condition number κ.",
+            "Work A (abstract): linear convergence with an iteration complexity independent of κ. Target: ≤ 1.5× spread over κ ∈ {10, …, 1e4}.",
+            f"iterations to relative error {tol:g}: {fmt_counts(sm, budget(p, 'simplified_muon'))}; spread {spread:.2f}×",
+            "yes" if spread <= 1.5 else "no"))
+    else:
+        claims.append(Claim("Simplified Muon needs a number of iterations independent of κ.", "Work A (abstract).",
+                            fmt_counts(sm, budget(p, "simplified_muon")), "no"))
+    for name, target, label in (("gd", 30.0, "GD"), ("adam", 2.0, "Adam")):
+        pairs = iters_by_kappa(p, name)
+        if not pairs:
+            continue
+        ratio, lower = ratio_last_first(pairs, budget(p, name))
+        ours = f"{fmt_counts(pairs, budget(p, name))}; κ={pairs[-1][0]:g} vs κ={pairs[0][0]:g}: {'≥ ' if lower else ''}{ratio:.1f}×"
+        statement = ("Work A: GD slows down with κ (≈ ∝ κ). Target: ≥ 30× from κ = 10 to 1e4." if name == "gd"
+                     else "Work A: Adam slows down with κ.")
+        claims.append(Claim(f"{label}'s iteration count grows with κ.", statement, ours, "yes" if ratio >= target else "no"))
+    plots = [f"matfac/{n}" for n in p.get("plots", [])]
+    notes = (
+        "Set-up (ours, after work A's abstract): A = U diag(σ) Vᵀ, 50×40, rank 5, σ log-spaced over [1/κ, 1]; X, Y small random "
+        "(scale 1e-3), float64, loss ½‖XYᵀ − A‖²_F; simplified Muon W ← W − η₀ρᵗ polar(∇f) with the exact (SVD) polar factor; "
+        "each optimizer at its best point of a small grid (see results.json `config.grids`). The aligned start "
+        "X₀ = U diag(x₀), Y₀ = V diag(x₀) keeps every iterate diagonal in (U, V): simplified Muon then moves every singular "
+        "value by the same ±η_t, so the distance to σ_i (≤ 1 for every i) and the per-step contraction are both κ-free; "
+        "GD moves direction i at rate ≈ ησ_i, so its slowest direction needs ≈ κ/η iterations "
+        "(`singular_trajectories.png`: relative error of each product x_i y_i).")
+    return SectionResult(claims, plots, notes)
+
+
+# ---- work A: in-context linear regression ----------------------------------------------------------------------
+
+
+def _icl_settings(quick: bool) -> dict:
+    return {"icl": {"quick": quick}}
+
+
+def _icl_summary(payloads: dict, quick: bool) -> SectionResult:
+    p = payloads["icl"]
+    claims = []
+    sm = iters_by_kappa(p, "simplified_muon")
+    mid = _kappa_pairs(sm, 10.0, 1e3)
+    if len(mid) >= 2 and all(it is not None for _, it in mid):
+        ratio = mid[-1][1] / mid[0][1]
+        claims.append(Claim(
+            "Simplified Muon's iteration count grows at most like log κ on ICL (κ-free per-direction contraction).",
+            "Work A (abstract): κ-independent convergence for ICL of linear transformers. Target: ≤ 3× from κ = 10 to 1e3.",
+            f"iterations to relative excess loss {p['config']['tolerance']:g}: {fmt_counts(sm, budget(p, 'simplified_muon'))}; "
+            f"κ = 1e3 vs 10: {ratio:.2f}×", "yes" if ratio <= 3.0 else "no"))
+    else:
+        claims.append(Claim("Simplified Muon's iteration count grows at most like log κ on ICL.", "Work A (abstract).",
+                            fmt_counts(sm, budget(p, "simplified_muon")), "no"))
+    for name, target, label in (("gd", 30.0, "GD"), ("adam", 2.0, "Adam")):
+        pairs = _kappa_pairs(iters_by_kappa(p, name), 10.0, 1e3)
+        if not pairs:
+            continue
+        ratio, lower = ratio_last_first(pairs, budget(p, name))
+        never = pairs[-1][1] is None and pairs[0][1] is not None
+        ours = f"{fmt_counts(iters_by_kappa(p, name), budget(p, name))}; κ = 1e3 vs 10: {'≥ ' if lower else ''}{ratio:.1f}×"
+        statement = "Work A: GD slows down with κ. Target: ≥ 30× from κ = 10 to 1e3, or never reaches the tolerance." if name == "gd" else "Work A: Adam slows down with κ."
+        claims.append(Claim(f"{label}'s iteration count grows with κ(Σ).", statement, ours,
+                            "yes" if (ratio >= target or never) else "no"))
+    dist = p["config"].get("initial_distance", {})
+    rows = "\n".join(f"| {float(k):g} | {v:.4g} | {dict(sm).get(float(k), '—') or '> budget'} |" for k, v in dist.items())
+    notes = (
+        "Set-up (ours): x ~ N(0, Σ) in d = 10 with eigenvalues log-spaced over [1/κ, 1], w ~ N(0, I), infinite context "
+        "(population loss, closed form), reduced parameterization ŷ = x_qᵀΓh, Γ₀ = 0, Γ* = Σ⁻¹. In Σ's eigenbasis every "
+        "iterate stays diagonal and each coordinate g_i follows its own sequence g_i ← g_i − η_t sign(λ_i(g_iλ_i − 1)).\n\n"
+        "**What is κ-free and what is not.** The per-direction contraction is κ-free: every coordinate moves by exactly η_t per "
+        "step, whatever λ_i, so once a coordinate has reached its target its error shrinks by the same factor ρ per step in "
+        "every direction. The initial distance is not: ‖Γ₀ − Γ*‖₂ = 1/λ_min = κ, so the schedule must first travel κ "
+        "(η₀/(1 − ρ) ≥ κ), which costs ≈ log(κ)/log(1/ρ) extra steps — hence growth like log κ, not like κ. GD's rate in "
+        "direction i is ηλ_i³ (Hessian eigenvalues λ_i·λ_i²), so it degrades polynomially in κ.\n\n"
+        "| κ(Σ) | initial distance ‖Γ*‖₂ | simplified Muon iterations |\n|---|---|---|\n" + rows + "\n\n"
+        "Numerical caveat (measured): the decoupling is exact only in exact arithmetic. The gradient component of direction i "
+        "is ∝ λ_i²|g_iλ_i − 1|, so its entries span ≈ κ² or more; once the weak directions' components fall below float64 "
+        "roundoff relative to the strong ones, polar(∇L) mixes directions, and runs with an oversized η₀ at κ ≥ 100 stall "
+        "near 1e-3–1e-6 while the scalar recursion converges (the tuned grid avoids them; results.json keeps every run).")
+    return SectionResult(claims, [f"icl/{n}" for n in p.get("plots", [])], notes)
+
+
+# ---- work B: matrix quadratic regression -----------------------------------------------------------------------
+
+
+def _quadreg_settings(quick: bool) -> dict:
+    return {"quadreg": {"small": quick, "steps": 4000}}
+
+
+def _monotone_fraction(losses: list[float]) -> float:
+    if len(losses) < 2:
+        return 1.0
+    ok = sum(1 for a, b in zip(losses, losses[1:]) if b <= a * (1 + 1e-12))
+    return ok / (len(losses) - 1)
+
+
+def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
+    p = payloads["quadreg"]
+    f_star = p["config"]["f_star"]
+    bests = {r["optimizer"]: r for r in p["runs"] if r.get("best")}
+    gaps = {n: r["final_loss"] - f_star for n, r in bests.items()}
+    gap_text = ", ".join(f"{n} {g:.3g} (lr {bests[n]['lr']:g})" for n, g in gaps.items())
+    claims = []
+    if {"polargrad", "muon", "adam"} <= set(gaps):
+        wins = gaps["polargrad"] < min(gaps["muon"], gaps["adam"])
+        claims.append(Claim(
+            "PolarGrad reaches a lower objective than Muon and Adam on matrix quadratic regression.",
+            "Work B: PolarGrad (lr 4e-8) converges fastest; Muon (lr 0.1) and Adam (lr 0.05) stall higher after 4000 steps.",
+            f"final gap f − f* after {p['config']['steps']} steps: {gap_text}; lowest gap along the run: "
+            + ", ".join(f"{n} {min(r['losses']) - f_star:.3g}" for n, r in bests.items()), "yes" if wins else "no"))
+    if "polargrad" in bests:
+        pg = bests["polargrad"]
+        frac = _monotone_fraction(pg["losses"])
+        err = pg["errors"]
+        rate = (err[-1] / err[0]) ** (1.0 / max(len(err) - 1, 1)) if err[0] > 0 and err[-1] > 0 else float("nan")
+        claims.append(Claim(
+            "With a stable constant step PolarGrad's objective decreases monotonically (linear convergence).",
+            "Work B: PolarGrad converges linearly on strongly convex smooth problems with a constant step.",
+            f"best PolarGrad run: {100 * frac:.1f}% of recorded steps non-increasing; mean contraction of the gap "
+            f"{rate:.5f} per recorded point", "yes" if frac >= 0.999 else "partly"))
+    if "muon" in bests:
+        muon_runs = sorted((r for r in p["runs"] if r["optimizer"] == "muon" and not r["diverged"]), key=lambda r: r["lr"])
+        floors = ", ".join(f"lr {r['lr']:g}: {r['final_loss'] - f_star:.3g}" for r in muon_runs)
+        grows = all(a["final_loss"] <= b["final_loss"] for a, b in zip(muon_runs, muon_runs[1:]))
+        claims.append(Claim(
+            "Muon with a constant lr stalls at a floor that grows with the lr.",
+            "Work B: Muon with a constant step does not converge (no nuclear-norm scaling).",
+            f"final gap by lr: {floors}", "yes" if grows else "partly"))
+    cfg = p["config"]
+    notes = (
+        f"Data as in the authors' script (A, B, C ~ N(0, 1), X₀ ~ U(−1, 1)){', every dimension / 5 (--small)' if cfg.get('small') else ''}; "
+        f"Hessian condition number κ(A)²κ(B)² = {cfg.get('hessian_condition', float('nan')):.3g}; f* from X* = A⁺CB⁺ in float64; "
+        "the gap is computed as ½⟨X − X*, ∇f(X)⟩ (no cancellation).\n\n"
+        "**Why a quick check can miss PolarGrad's win: the step size.** PolarGrad is steepest descent in the spectral norm; "
+        "a constant step is stable only below ≈ 2/⟨U, H[U]⟩ (U = polar(∇f), H[D] = AᵀA D BBᵀ), and its linear rate "
+        "improves sharply up to that edge. Measured at full size (500×100, fp32, exact polar, 4000 steps, seed 0): "
+        "gap 28 at lr 1e-8, 4e-3 at 2e-8, and 1e-8 (the fp32 floor) at the paper's 4e-8, reached by step ~1000; Muon at "
+        "lr 0.1 stalls near 4e5. On the 1/5-size problem (`--small`, stable steps ×125) the edge is just as sharp: "
+        "2.5e-6 converges, 5e-6 diverges. A grid that stops below the edge (e.g. 1.3e-8) under-reports PolarGrad by "
+        "orders of magnitude; the best step sits within 2× of divergence, so tune it on a fine grid up to the edge.")
+    return SectionResult(claims, [f"quadreg/{n}" for n in p.get("plots", [])], notes)
+
+
+MATFAC_SECTION = Section("matfac", "Work A — matrix factorization κ-sweep", ["matfac"], _matfac_settings, _matfac_summary,
+                         "Ma, Huang, Chi, Chen, arXiv 2601.13474")
+ICL_SECTION = Section("icl", "Work A — in-context linear regression κ-sweep", ["icl"], _icl_settings, _icl_summary,
+                      "Ma, Huang, Chi, Chen, arXiv 2601.13474")
+QUADREG_SECTION = Section("quadreg", "Work B — matrix quadratic regression", ["quadreg"], _quadreg_settings,
+                          _quadreg_summary, "Lau, Long, Su, arXiv 2505.21799")
+
+# "module:attribute" of every Section in the report, in order; other parts of the lab append theirs.
+SECTIONS: list[str] = [
+    "muonlab.report:MATFAC_SECTION",
+    "muonlab.report:ICL_SECTION",
+    "muonlab.report:QUADREG_SECTION",
+    "muonlab.experiments.lm_report:LM_COMPARE_SECTION",
+    "muonlab.experiments.lm_report:QK_CLIP_SECTION",
+]
+
+
+def load_sections(names: list[str] | None = None) -> list[Section]:
+    out = []
+    for ref in names or SECTIONS:
+        module, attr = ref.split(":")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(sections: list[tuple[Section, SectionResult, float]], *, quick: bool, seed: int) -> str:
+    lines = ["# muonlab reproduce — claims of the source works, checked", "",
+             f"Generated by `muonlab reproduce{' --quick' if quick else ''} --seed {seed}`. Each row: the claim in one sentence, "
+             "the source's number or statement, ours, and whether it holds. Raw results: `*/results.json`.", "",
+             "| section | claim | source | ours | holds |", "|---|---|---|---|---|"]
+    for sec, res, _ in sections:
+        for c in res.claims:
+            lines.append(f"| {sec.name} | {_cell(c.claim)} | {_cell(c.source)} | {_cell(c.ours)} | **{c.holds}** |")
+    for sec, res, wall in sections:
+        lines += ["", f"## {sec.title}", "", f"Source: {sec.source}. Wall time: {wall:.0f} s.", ""]
+        for c in res.claims:
+            lines.append(f"- **{c.holds}** — {c.claim} Source: {c.source} Ours: {c.ours}")
+        if res.notes:
+            lines += ["", res.notes]
+        lines.append("")
+        for plot in res.plots:
+            lines.append(f"![{plot}]({plot})")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: bool = True,
+              sections: list[str] | None = None, overrides: dict | None = None) -> Path:
+    """Run every section's experiments into ``out`` (atomically) and write ``out/report.md``; returns its path.
+
+    ``overrides`` (tests) updates every experiment's arguments, e.g. ``{"steps": 20}``.
+    """
+    from muonlab.experiments.cli import execute
+    from muonlab.experiments.output import atomic_directory
+
+    loaded = load_sections(sections)
+    results = []
+    with atomic_directory(out) as tmp:
+        for sec in loaded:
+            start = time.perf_counter()
+            payloads = {}
+            for name, settings in sec.settings(quick).items():
+                args = argparse.Namespace(optimizers=None, kappas=None, steps=None, seed=seed, quick=quick, small=False,
+                                          progress=progress)
+                for key, value in {**settings, **(overrides or {})}.items():
+                    setattr(args, key, value)
+                sub = tmp / name
+                sub.mkdir()
+                payloads[name] = execute(name, args, sub)
+            results.append((sec, sec.summarize(payloads, quick), time.perf_counter() - start))
+        (tmp / "report.md").write_text(render(results, quick=quick, seed=seed))
+    return Path(out).resolve() / "report.md"
+
+
+def claims_hold(result: SectionResult) -> bool:
+    return all(c.holds == "yes" for c in result.claims)
+

@@ -1,0 +1,96 @@
+"""``muonlab train``: train the small GPT on a corpus with any muonlab optimizer (see train.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from muonlab.tasks.lm.model import PRESETS
+    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None,
+                   help="text file, directory, or hf:NAME[:CONFIG]; default: the Python standard library's sources")
+    g.add_argument("--tokenizer", choices=("byte", "bpe"), default=d.tokenizer)
+    g.add_argument("--vocab-size", type=int, default=d.vocab_size, help="BPE vocabulary size")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=d.model, choices=sorted(PRESETS), metavar="{" + ",".join(PRESETS) + "}")
+    g.add_argument("--attention", choices=("mha", "gqa", "mla"), default=d.attention)
+    g.add_argument("--n-kv-head", type=int, default=None, help="GQA key/value heads (default n_head/2)")
+    g.add_argument("--qk-norm", action="store_true")
+    g.add_argument("--untied", action="store_true", help="separate output head (default: tied to the embedding)")
+    g.add_argument("--block-size", type=int, default=None)
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", default=d.optimizer, metavar="NAME", help=f"one of {', '.join(DEFAULT_LR)}")
+    g.add_argument("--lr", type=float, default=None, help="peak lr (default: tuned per optimizer)")
+    g.add_argument("--aux-lr", type=float, default=d.aux_lr, help="AdamW lr of embeddings/head/vectors")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-steps", type=int, default=None)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (per rank with --parallel)")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--qk-clip", type=float, default=None, metavar="TAU", help="QK-Clip threshold (per head)")
+    g.add_argument("--no-record-logits", action="store_true",
+                   help="skip measuring max attention logits after each step (saves one forward)")
+    g = p.add_argument_group("run")
+    g.add_argument("--eval-every", type=int, default=d.eval_every)
+    g.add_argument("--eval-batches", type=int, default=d.eval_batches)
+    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    g.add_argument("--device", default=d.device)
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
+    g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
+                   help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on CUDA")
+    g.add_argument("--out", default=d.out)
+    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace):
+    from muonlab.tasks.lm.train import TrainConfig
+
+    return TrainConfig(
+        data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+        model=args.model, attention=args.attention, n_kv_head=args.n_kv_head, qk_norm=args.qk_norm,
+        tie_embeddings=not args.untied, block_size=args.block_size, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
+        eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
+        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
+        out=args.out, parallel=args.parallel,
+        resume=args.resume, progress=not args.no_progress,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from muonlab.cli import CLIError
+    from muonlab.tasks.lm.data import DataError
+    from muonlab.tasks.lm.train import TrainError, train
+
+    try:
+        results = train(config_from_args(args))
+    except (TrainError, DataError) as err:
+        raise CLIError(str(err)) from err
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 130 if results["interrupted"] else (1 if results["diverged"] else 0)
+    if results["interrupted"]:
+        print(f"muonlab: interrupted after step {results['steps_done']}; checkpoint saved in {args.out}; "
+              f"continue with the same command plus --resume")
+        return 130
+    if results["diverged"]:
+        print(f"muonlab: training diverged (non-finite loss) at step {results['steps_done']}; try a smaller --lr")
+        return 1
+    print(f"final val loss {results['final_val_loss']:.4f} after {results['steps_done']} steps "
+          f"({results['tokens_per_s']:,.0f} tokens/s); results in {args.out}/results.json")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a small GPT (MHA/GQA/MLA) with any optimizer, QK-Clip optional")
+    add_arguments(p)
+    p.set_defaults(func=main)

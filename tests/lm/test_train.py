@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from muonlab.cli import main as cli_main
+from muonlab.tasks.lm.data import DataError
+from muonlab.tasks.lm.train import TrainConfig, TrainError, lr_multiplier, train
+
+from .conftest import write_corpus
+
+
+def cfg_for(tmp_path, corpus, **kw):
+    base = dict(data=str(corpus), model="micro", block_size=32, batch_size=4, steps=6, eval_every=2, eval_batches=2,
+                ckpt_every=100, out=str(tmp_path / "run"), progress=False, seed=1, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("optimizer,attention,qk_clip", [("muon", "mla", 5.0), ("adamw", "gqa", None)])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, optimizer, attention, qk_clip):
+    corpus = write_corpus(tmp_path / "corpus")
+    kw = dict(optimizer=optimizer, attention=attention, qk_clip=qk_clip)
+    full = train(cfg_for(tmp_path, corpus, out=str(tmp_path / "full"), **kw))
+    assert not full["interrupted"] and len(full["train_losses"]) == 6
+
+    def ctrl_c_at_3(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)   # the real Ctrl-C path: finish the step, checkpoint, stop
+
+    part = train(cfg_for(tmp_path, corpus, **kw), on_step=ctrl_c_at_3)
+    assert part["interrupted"] and part["steps_done"] == 3
+    out = tmp_path / "run"
+    assert (out / "checkpoint.pt").exists() and not list(out.glob("*.tmp"))
+    resumed = train(cfg_for(tmp_path, corpus, resume=True, **kw))
+    assert resumed["train_losses"] == full["train_losses"]            # bitwise equal curves
+    assert resumed["val_losses"] == full["val_losses"] and resumed["val_steps"] == [2, 4, 6]
+    assert resumed["max_attn_logit_after_step"] == full["max_attn_logit_after_step"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_results_file_and_training_reduces_the_loss(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    res = train(cfg_for(tmp_path, corpus, steps=20, eval_every=10, optimizer="adamw", qk_clip=50.0))
+    data = json.loads((tmp_path / "run" / "results.json").read_text())
+    for key in ("final_val_loss", "train_losses", "train_steps", "val_losses", "val_steps", "tokens_per_s",
+                "max_attn_logit_after_step"):
+        assert key in data
+    assert data["val_steps"] == [10, 20] and len(data["max_attn_logit_after_step"]) == 20
+    assert max(data["max_attn_logit_after_step"]) <= 50.0 * (1 + 1e-5)
+    assert res["final_val_loss"] < res["val_losses"][0] < 5.55  # below log(257) and still falling
+    assert (tmp_path / "run" / "loss.png").exists() and (tmp_path / "run" / "max_logit.png").exists()
+
+
+def test_checkpoint_from_a_different_config_is_refused(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    train(cfg_for(tmp_path, corpus, steps=2))
+    with pytest.raises(TrainError, match="different configuration.*lr"):
+        train(cfg_for(tmp_path, corpus, steps=4, lr=0.5, resume=True))
+    with pytest.raises(TrainError, match="--resume"):
+        train(cfg_for(tmp_path, corpus, steps=2))                   # would overwrite
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(TrainError, match="cannot read checkpoint"):
+        train(cfg_for(tmp_path, corpus, steps=2, resume=True))
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=2, words=20)
+    with pytest.raises(DataError, match="too small"):
+        train(cfg_for(tmp_path, corpus, batch_size=64, block_size=64))
+    with pytest.raises(TrainError, match="unknown optimizer"):
+        train(cfg_for(tmp_path, corpus, optimizer="lion"))
+    with pytest.raises(TrainError, match="unknown model"):
+        train(cfg_for(tmp_path, corpus, model="huge"))
+    assert cli_main(["train", "--data", str(tmp_path / "missing"), "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["train", "--optimizer", "lion", "--no-progress"]) == 2
+    assert "unknown optimizer" in capsys.readouterr().err
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [lr_multiplier(s, 100, 10, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    from muonlab.tasks.lm import train as train_mod
+
+    path = tmp_path / "ckpt" / "checkpoint.pt"
+    train_mod.save_checkpoint(path, {"step": 1})
+    real_save = torch.save
+
+    def crashing_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkp")      # a partial write, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.save_checkpoint(path, {"step": 2})
+    monkeypatch.setattr(train_mod.torch, "save", real_save)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training_with_qk_clip(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    res = train(cfg_for(tmp_path, corpus, device="cuda", optimizer="muon", attention="mla", qk_clip=5.0, steps=8))
+    assert all(torch.isfinite(torch.tensor(res["train_losses"])))
+    assert max(res["max_attn_logit_after_step"]) <= 5.0 * (1 + 1e-2)   # bf16 rounding of the re-measured logits
