@@ -139,7 +139,8 @@ def test_signature_starts_with_torch_muons():
     ours = list(inspect.signature(muonlab.Muon).parameters.values())
     theirs = list(inspect.signature(torch.optim.Muon).parameters.values())
     assert [p.name for p in ours[: len(theirs)]] == [p.name for p in theirs]
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ours[len(theirs):])
+    # extras are keyword-only (named, or the shared **options of SpectralOptimizer)
+    assert all(p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for p in ours[len(theirs):])
     for p, q in zip(ours, theirs):  # same defaults, except ns_* whose None means "torch's quintic if given"
         if p.name not in ("params", "ns_coefficients", "ns_steps"):
             assert p.default == q.default, p.name

@@ -29,6 +29,7 @@ matrix transform are computed:
 from __future__ import annotations
 
 import warnings
+from abc import ABCMeta, abstractmethod
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -81,12 +82,18 @@ def check_betas(betas: Any, name: str) -> None:
         check_unit_interval(b, f"{name}[{i}]", closed=False)
 
 
-class SpectralOptimizer(Optimizer):
+class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     """Base class: AdamW part, routing, shapes, batching, non-finite policy (see module docstring).
 
     Subclasses implement :meth:`spectral_inputs` (update moment state, return the matrices to
     transform), :meth:`transform` (one (B, m, n) batch → its update direction) and, when the
     update is not simply ``W ← (1 − ηλ)W − η·update``, :meth:`apply_updates`.
+
+    Options every subclass accepts as keywords (its ``**options``): ``adamw_lr``, ``adamw_betas``,
+    ``adamw_eps``, ``adamw_weight_decay`` (the AdamW part; Keller Jordan's auxiliary Adam by
+    default), ``tensor_layout`` (``"flatten"`` or ``"batch"`` for ≥ 3-D tensors), ``num_heads``,
+    ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
+    ``"raise"``) and ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh).
     """
 
     def __init__(
@@ -335,19 +342,19 @@ class SpectralOptimizer(Optimizer):
         self.apply_updates(group, params, grads, updates)
 
     # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
     def spectral_inputs(
         self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> list[torch.Tensor]:
         """Update this group's moment state; return the tensors to transform (parameter-shaped)."""
-        raise NotImplementedError(f"{type(self).__name__} must define spectral_inputs")
 
+    @abstractmethod
     def transform(self, x: torch.Tensor, group: dict) -> torch.Tensor:
         """The update direction of a (B, m, n) batch of matrices (before the shape scale).
 
         Return a new tensor, or ``x`` itself (never another view of it): the caller scales the
         result in place unless it is ``x``, and ``x`` may share memory with the optimizer state.
         """
-        raise NotImplementedError(f"{type(self).__name__} must define transform")
 
     def apply_updates(
         self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], updates: list[torch.Tensor]

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import torch
 
 from muonlab.optim import pipeline as pl
-from muonlab.optim.base import ADAMW_DEFAULTS, SpectralOptimizer, check_nonnegative, check_polar_method, check_unit_interval
+from muonlab.optim.base import SpectralOptimizer, check_nonnegative, check_polar_method, check_unit_interval
 
 # The polar method used when neither ``method`` nor ``ns_coefficients``/``ns_steps`` is given:
 # Polar Express, 5 steps — the cost of Keller's 5 steps, σ ∈ ≈ [0.87, 1.12] instead of [0.68, 1.2].
@@ -74,15 +74,7 @@ class Muon(SpectralOptimizer):
         *,
         method: str | None = None,
         polar_dtype: torch.dtype | None = None,
-        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
-        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
-        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
-        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
-        tensor_layout: str = "flatten",
-        num_heads: int | None = None,
-        split_sizes: tuple[int, ...] | None = None,
-        on_nonfinite: str = "skip",
-        distributed="auto",
+        **options,
     ) -> None:
         if method is None:
             method = "newton_schulz" if (ns_coefficients is not None or ns_steps is not None) else DEFAULT_METHOD
@@ -99,19 +91,7 @@ class Muon(SpectralOptimizer):
             polar_dtype=polar_dtype,
         )
         self.check_spectral_group(defaults, "")
-        super().__init__(
-            params,
-            defaults,
-            adamw_lr=adamw_lr,
-            adamw_betas=adamw_betas,
-            adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-            tensor_layout=tensor_layout,
-            num_heads=num_heads,
-            split_sizes=split_sizes,
-            on_nonfinite=on_nonfinite,
-            distributed=distributed,
-        )
+        super().__init__(params, defaults, **options)
 
     def check_spectral_group(self, group: dict, where: str) -> None:
         super().check_spectral_group(group, where)

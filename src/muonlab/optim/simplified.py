@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from muonlab.optim.base import ADAMW_DEFAULTS, SpectralOptimizer, check_polar_method
+from muonlab.optim.base import SpectralOptimizer, check_polar_method
 
 DEFAULT_METHOD = "svd"
 
@@ -30,31 +30,11 @@ class SimplifiedMuon(SpectralOptimizer):
         *,
         steps: int | None = None,
         polar_dtype: torch.dtype | None = None,
-        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
-        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
-        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
-        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
-        tensor_layout: str = "flatten",
-        num_heads: int | None = None,
-        split_sizes: tuple[int, ...] | None = None,
-        on_nonfinite: str = "skip",
-        distributed="auto",
+        **options,
     ) -> None:
         defaults = dict(lr=lr, weight_decay=0.0, method=method, steps=steps, polar_dtype=polar_dtype, adjust_lr_fn="none")
         self.check_spectral_group(defaults, "")
-        super().__init__(
-            params,
-            defaults,
-            adamw_lr=adamw_lr,
-            adamw_betas=adamw_betas,
-            adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-            tensor_layout=tensor_layout,
-            num_heads=num_heads,
-            split_sizes=split_sizes,
-            on_nonfinite=on_nonfinite,
-            distributed=distributed,
-        )
+        super().__init__(params, defaults, **options)
 
     def check_spectral_group(self, group: dict, where: str) -> None:
         super().check_spectral_group(group, where)

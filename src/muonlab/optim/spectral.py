@@ -25,7 +25,6 @@ from muonlab.linalg import POLAR_METHODS, POWER_METHODS, spectral_power
 from muonlab.linalg.power import inverse_root_exponent
 from muonlab.optim import pipeline as pl
 from muonlab.optim.base import (
-    ADAMW_DEFAULTS,
     SpectralOptimizer,
     check_betas,
     check_nonnegative,
@@ -87,15 +86,7 @@ class SpectralSGD(_PowerTransform):
         *,
         adjust_lr_fn: str | None = None,
         polar_dtype: torch.dtype | None = None,
-        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
-        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
-        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
-        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
-        tensor_layout: str = "flatten",
-        num_heads: int | None = None,
-        split_sizes: tuple[int, ...] | None = None,
-        on_nonfinite: str = "skip",
-        distributed="auto",
+        **options,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -108,19 +99,7 @@ class SpectralSGD(_PowerTransform):
         )
         self.check_spectral_group(defaults, "")
         defaults["adjust_lr_fn"] = default_scale_rule(p, adjust_lr_fn)
-        super().__init__(
-            params,
-            defaults,
-            adamw_lr=adamw_lr,
-            adamw_betas=adamw_betas,
-            adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-            tensor_layout=tensor_layout,
-            num_heads=num_heads,
-            split_sizes=split_sizes,
-            on_nonfinite=on_nonfinite,
-            distributed=distributed,
-        )
+        super().__init__(params, defaults, **options)
 
     def check_spectral_group(self, group: dict, where: str) -> None:
         super().check_spectral_group(group, where)
@@ -151,15 +130,7 @@ class SpectralAdam(_PowerTransform):
         *,
         adjust_lr_fn: str | None = None,
         polar_dtype: torch.dtype | None = None,
-        adamw_lr: float = ADAMW_DEFAULTS["adamw_lr"],
-        adamw_betas: tuple[float, float] = ADAMW_DEFAULTS["adamw_betas"],
-        adamw_eps: float = ADAMW_DEFAULTS["adamw_eps"],
-        adamw_weight_decay: float = ADAMW_DEFAULTS["adamw_weight_decay"],
-        tensor_layout: str = "flatten",
-        num_heads: int | None = None,
-        split_sizes: tuple[int, ...] | None = None,
-        on_nonfinite: str = "skip",
-        distributed="auto",
+        **options,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -173,19 +144,7 @@ class SpectralAdam(_PowerTransform):
         )
         self.check_spectral_group(defaults, "")
         defaults["adjust_lr_fn"] = default_scale_rule(p, adjust_lr_fn)
-        super().__init__(
-            params,
-            defaults,
-            adamw_lr=adamw_lr,
-            adamw_betas=adamw_betas,
-            adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-            tensor_layout=tensor_layout,
-            num_heads=num_heads,
-            split_sizes=split_sizes,
-            on_nonfinite=on_nonfinite,
-            distributed=distributed,
-        )
+        super().__init__(params, defaults, **options)
 
     def check_spectral_group(self, group: dict, where: str) -> None:
         super().check_spectral_group(group, where)
