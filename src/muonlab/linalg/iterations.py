@@ -46,8 +46,9 @@ POLAR_EXPRESS_STEPS = 5
 # greedy minimax construction, each step optimal on [ℓ, 1.01·u]; tests check the table against it).
 # ℓ₀ = 3.9e-3 is σ_min/scale for a κ = 100, log-spaced spectrum of 768 singular values under that
 # normalization (‖G‖_F would give 1.1e-3). 4 steps map σ ∈ [3.9e-3, 1] into [0.857, 1.142]; the
-# worst κ = 100 spectrum at width 768 (all σ = 1 but one, ℓ = 1.9e-3) into [0.461, 1.142]. Further
-# steps repeat the last triple.
+# worst κ = 100 spectrum at width 768 (all σ = 1 but one, ℓ = 1.9e-3) into [0.461, 1.142]. Steps
+# beyond the table use the classic quintic (15/8, −10/8, 3/8), which converges to exactly 1 (the
+# derived triples' fixed points are 1 only to ~1e-7, as they are optimal for [ℓ, 1.01u]).
 GRAM_NORM_LOWER_BOUND = 3.9e-3
 GRAM_NORM_COEFFICIENTS: tuple[Coefficients, ...] = (
     (8.264233420075763, -23.896547658976445, 17.35619188490154),
@@ -72,8 +73,8 @@ def polar_express_schedule(steps: int) -> list[Coefficients]:
 
 
 def gram_norm_schedule(steps: int) -> list[Coefficients]:
-    """The first ``steps`` triples of :data:`GRAM_NORM_COEFFICIENTS` (the last one repeated)."""
-    table = GRAM_NORM_COEFFICIENTS
+    """The first ``steps`` triples of :data:`GRAM_NORM_COEFFICIENTS`, then the converging classic quintic."""
+    table = GRAM_NORM_COEFFICIENTS + (POLAR_EXPRESS_COEFFICIENTS[-1],)
     return [table[min(i, len(table) - 1)] for i in range(steps)]
 
 
