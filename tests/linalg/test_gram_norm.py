@@ -133,3 +133,15 @@ def test_zero_matrix_in_a_batch():
     out = polar(x, METHOD)
     assert torch.isfinite(out).all() and torch.equal(out[2], torch.zeros_like(out[2]))
     assert rel_err(out[:2], polar(x[:2], METHOD)) < 1e-6
+
+
+@pytest.mark.gpu
+def test_cuda_iterates_in_bf16_within_range():
+    from muonlab.linalg.precision import iteration_dtype
+
+    x = spectral_matrix(64, 128, kappa=10.0).matrix.float().cuda()
+    assert iteration_dtype(x, METHOD) == torch.bfloat16
+    out = polar(x, METHOD)
+    assert out.dtype == torch.float32
+    lo, hi = singular_range(out.cpu())
+    assert 0.7 < lo and hi < 1.3
