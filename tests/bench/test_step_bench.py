@@ -17,12 +17,12 @@ def test_bench_step_tiny_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["benchmark"] == "step" and result["hidden_matrices"] == 6
     rows = {row["key"]: row for row in result["rows"]}
-    assert set(rows) == {"muonlab_default", "muonlab_keller", "torch_muon_fp32", "torch_muon_bf16",
-                         "adamw_foreach", "adamw_fused"}
+    assert set(rows) == {"muonlab_default", "muonlab_polar_express", "muonlab_keller", "torch_muon_fp32",
+                         "torch_muon_bf16", "adamw_foreach", "adamw_fused"}
     for key, row in rows.items():
         assert row["median_s"] > 0
         assert row["time_vs_adamw_foreach"] == row["median_s"] / rows["adamw_foreach"]["median_s"]
-    for key in ("muonlab_default", "muonlab_keller", "torch_muon_fp32"):
+    for key in ("muonlab_default", "muonlab_polar_express", "muonlab_keller", "torch_muon_fp32"):
         row = rows[key]
         assert row["matmul_flops"] > 0 and row["floor_s"] > 0
         assert row["net_bytes"] == 0  # a steady-state step keeps nothing

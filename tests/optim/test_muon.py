@@ -120,7 +120,7 @@ def test_vectors_in_model_parameters_get_torch_adamw():
 
 def test_method_resolution_and_errors():
     w = [torch.randn(4, 4, requires_grad=True)]
-    assert muonlab.Muon(w).param_groups[0]["method"] == "polar_express"
+    assert muonlab.Muon(w).param_groups[0]["method"] == "polar_express_gram_norm"
     assert muonlab.Muon(w, ns_steps=7).param_groups[0]["method"] == "newton_schulz"
     assert muonlab.Muon(w, ns_coefficients=(3.0, -3.0, 1.0)).param_groups[0]["method"] == "newton_schulz"
     with pytest.raises(ValueError, match="ns_coefficients"):

@@ -44,6 +44,7 @@ FULL_METHODS = (
     ("polar_express_direct", 5),
     ("polar_express", 6),
     ("polar_express", 8),
+    ("polar_express_gram_norm", 4),
     ("gram_newton_schulz", 5),
     ("gram_newton_schulz", 8),
     ("cubic", 24),
@@ -57,6 +58,7 @@ QUICK_METHODS = (
     ("polar_express", 5),
     ("polar_express_direct", 5),
     ("polar_express", 8),
+    ("polar_express_gram_norm", 4),
     ("gram_newton_schulz", 5),
     ("qdwh", None),
     ("torch_muon_bf16", 5),
@@ -152,12 +154,17 @@ def nominal_flops(method: str, steps: int | None, m: int, n: int, work_dtype=tor
         steps = it.KELLER_STEPS if steps is None else steps
     elif method in ("polar_express", "polar_express_direct", "auto", "gram_newton_schulz"):
         steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
+    elif method == "polar_express_gram_norm":
+        # its normalization's G Gᵀ is the first step's Gram matrix: same products as the quintic
+        steps = it.GRAM_NORM_STEPS if steps is None else steps
     elif method == "cubic":
         steps = it.CUBIC_STEPS if steps is None else steps
         return steps * 4.0 * m * m * n
     else:
         return None
-    if method == "gram_newton_schulz" or (gram_form and method in ("newton_schulz", "polar_express", "auto")):
+    if method == "gram_newton_schulz" or (
+        gram_form and method in ("newton_schulz", "polar_express", "polar_express_gram_norm", "auto")
+    ):
         return gram_flops(steps, m, n)
     return steps * (4.0 * m * m * n + 2.0 * m**3)
 

@@ -173,6 +173,10 @@ def make_rows(skip_bf16: bool) -> list[Row]:
     rows = [
         Row("muonlab_default", "muonlab.Muon (default)", lambda m: muonlab_muon(m),
             lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd), muonlab_ortho()),
+        Row("muonlab_polar_express", "muonlab.Muon (polar_express ×5, the previous default)",
+            lambda m: muonlab_muon(m, method="polar_express"),
+            lambda shapes, wd: muon_flops(shapes, "polar_express", None, wd),
+            muonlab_ortho(method="polar_express")),
         Row("muonlab_keller", "muonlab.Muon (Keller quintic ×5)",
             lambda m: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5),
             lambda shapes, wd: muon_flops(shapes, "newton_schulz", 5, wd), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),

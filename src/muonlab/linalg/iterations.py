@@ -41,6 +41,26 @@ POLAR_EXPRESS_COEFFICIENTS: tuple[Coefficients, ...] = (
 POLAR_EXPRESS_SAFETY = 1.01
 POLAR_EXPRESS_STEPS = 5
 
+# Greedy quintic schedule for X₀ = G / (1.01·‖G Gᵀ‖_F^{1/2}) (see :func:`normalize_by_gram`),
+# derived by muonlab.linalg.schedules.derive_schedule(GRAM_NORM_LOWER_BOUND, 6) (Polar Express's
+# greedy minimax construction, each step optimal on [ℓ, 1.01·u]; tests check the table against it).
+# ℓ₀ = 3.9e-3 is σ_min/scale for a κ = 100, log-spaced spectrum of 768 singular values under that
+# normalization (‖G‖_F would give 1.1e-3). 4 steps map σ ∈ [3.9e-3, 1] into [0.857, 1.142]; the
+# worst κ = 100 spectrum at width 768 (all σ = 1 but one, ℓ = 1.9e-3) into [0.461, 1.142]. Steps
+# beyond the table use the classic quintic (15/8, −10/8, 3/8), which converges to exactly 1 (the
+# derived triples' fixed points are 1 only to ~1e-7, as they are optimal for [ℓ, 1.01u]).
+GRAM_NORM_LOWER_BOUND = 3.9e-3
+GRAM_NORM_COEFFICIENTS: tuple[Coefficients, ...] = (
+    (8.264233420075763, -23.896547658976445, 17.35619188490154),
+    (3.950511038693719, -2.887381710296554, 0.5381837077624873),
+    (3.3323806131972877, -2.452529505276947, 0.4904573967936498),
+    (2.3295882488870405, -1.671129647573241, 0.40703075023660584),
+    (1.8872789088094086, -1.2537876030898174, 0.366953150608191),
+    (1.865734322819599, -1.231515147862684, 0.36578096662642),
+)
+GRAM_NORM_SAFETY = 1.01
+GRAM_NORM_STEPS = 4
+
 CUBIC_STEPS = 24  # σ grows ×1.5 per step while small: 24 steps lift σ = 1e-4 to 1 and converge
 
 
@@ -49,6 +69,12 @@ def polar_express_schedule(steps: int) -> list[Coefficients]:
     s = POLAR_EXPRESS_SAFETY
     table = [(a / s, b / s**3, c / s**5) for a, b, c in POLAR_EXPRESS_COEFFICIENTS[:-1]]
     table.append(POLAR_EXPRESS_COEFFICIENTS[-1])
+    return [table[min(i, len(table) - 1)] for i in range(steps)]
+
+
+def gram_norm_schedule(steps: int) -> list[Coefficients]:
+    """The first ``steps`` triples of :data:`GRAM_NORM_COEFFICIENTS`, then the converging classic quintic."""
+    table = GRAM_NORM_COEFFICIENTS + (POLAR_EXPRESS_COEFFICIENTS[-1],)
     return [table[min(i, len(table) - 1)] for i in range(steps)]
 
 
@@ -77,10 +103,34 @@ def normalize(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) -> torch.T
     return y / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
-def quintic_iteration(x: torch.Tensor, schedule: Sequence[Coefficients]) -> torch.Tensor:
-    """Apply X ← aX + (bA + cA²)X, A = XXᵀ, for each (a, b, c) in ``schedule``. x: (B, m, n), m ≤ n."""
-    for a, b, c in schedule:
-        gram = torch.bmm(x, x.mT)
+def normalize_by_gram(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """X₀ = G / (safety·‖G Gᵀ‖_F^{1/2} + eps) and its Gram matrix X₀X₀ᵀ, without overflow. x: (B, m, n), m ≤ n.
+
+    ‖G Gᵀ‖_F = (Σ σᵢ⁴)^{1/2} ≥ σ_max², so σ_max(X₀) ≤ 1 as with ‖G‖_F, but σ_min(X₀) is larger: the
+    scale is ≤ r^{1/4}·σ_max for rank r instead of r^{1/2}·σ_max. The Gram matrix is the first
+    quintic step's A anyway, so the better start costs one m×m norm. Like :func:`normalize`,
+    G is divided by max|G| first (entries ≤ 1, Gram entries ≤ n), and a zero matrix maps to zero.
+    """
+    amax = x.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    y = x / amax
+    gram = torch.bmm(y, y.mT)
+    denom = safety * torch.linalg.vector_norm(gram, dim=(-2, -1), keepdim=True).sqrt()
+    if eps:
+        denom = denom + eps / amax
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return y / denom, gram / denom.square()
+
+
+def quintic_iteration(
+    x: torch.Tensor, schedule: Sequence[Coefficients], gram: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply X ← aX + (bA + cA²)X, A = XXᵀ, for each (a, b, c) in ``schedule``. x: (B, m, n), m ≤ n.
+
+    ``gram``: X Xᵀ of the input when the caller has it already (saves the first step's product).
+    """
+    for i, (a, b, c) in enumerate(schedule):
+        if i > 0 or gram is None:
+            gram = torch.bmm(x, x.mT)
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # bA + cA²
         # aX + (bA + cA²)X as (aI + bA + cA²)X: adding a on the small matrix's diagonal saves
         # a copy of X (baddbmm's "input" term) per step.
@@ -98,7 +148,10 @@ def cubic_iteration(x: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def gram_quintic_iteration(
-    x: torch.Tensor, schedule: Sequence[Coefficients], restart_every: int | None = None
+    x: torch.Tensor,
+    schedule: Sequence[Coefficients],
+    restart_every: int | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The quintic iteration run on the small Gram matrix, applied to X₀ once at the end.
 
@@ -112,9 +165,10 @@ def gram_quintic_iteration(
     (4m²n + 2m³) per step for the direct iteration — less work once n ≳ 1.7 m with 5 steps. In
     low precision Q and R drift
     apart from their definition; ``restart_every`` recomputes X = Q X₀ and R = X Xᵀ that often.
+    ``gram``: R₀ = X₀X₀ᵀ when the caller has it already.
     """
     x0 = x
-    r = torch.bmm(x0, x0.mT)
+    r = torch.bmm(x0, x0.mT) if gram is None else gram
     q = None  # None stands for the identity, saving the first product
     for i, (a, b, c) in enumerate(schedule):
         if restart_every and i > 0 and i % restart_every == 0 and q is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 # Methods whose cost is almost entirely matmuls and whose accuracy needs are modest.
-MATMUL_METHODS = frozenset({"newton_schulz", "polar_express", "gram_newton_schulz"})
+MATMUL_METHODS = frozenset({"newton_schulz", "polar_express", "polar_express_gram_norm", "gram_newton_schulz"})
 
 
 def _at_least_float32(dtype: torch.dtype) -> torch.dtype:

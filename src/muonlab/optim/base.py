@@ -450,14 +450,23 @@ def check_polar_method(group: dict, where: str) -> None:
 
 
 def _all_finite(grads: list[torch.Tensor]) -> bool:
-    """One reduction per device: max|g| over every gradient is finite iff no NaN/Inf anywhere."""
+    """One host sync per device: no NaN/Inf in any gradient.
+
+    On accelerators, max|g| per tensor in one foreach kernel. On CPU, min and max per tensor
+    (``torch.aminmax``; both propagate NaN, and ±Inf shows in one of them): the same answer, but the
+    CPU inf-norm kernel is ~12× slower (122 vs 11 ms on a 50257×768 embedding gradient, one thread),
+    which was most of muonlab.Muon's step overhead over torch.optim.Muon in ``muonlab bench step``.
+    """
     by_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
     for g in map(_local, grads):
         if g.numel():
             by_device[g.device].append(g)
-    for device_grads in by_device.values():
-        maxima = torch._foreach_norm(device_grads, float("inf"))
-        if not bool(torch.stack([m.float() for m in maxima]).isfinite().all()):
+    for device, device_grads in by_device.items():
+        if device.type == "cpu":
+            extremes = [v for g in device_grads for v in torch.aminmax(g)]
+        else:
+            extremes = torch._foreach_norm(device_grads, float("inf"))
+        if not bool(torch.stack([v.float() for v in extremes]).isfinite().all()):
             return False
     return True
 

@@ -21,13 +21,15 @@ from muonlab.optim import pipeline as pl
 from muonlab.optim.base import SpectralOptimizer, check_nonnegative, check_polar_method, check_unit_interval
 
 # The polar method used when neither ``method`` nor ``ns_coefficients``/``ns_steps`` is given:
-# Polar Express, 5 steps — the cost of Keller's 5 steps, σ ∈ ≈ [0.87, 1.12] instead of [0.68, 1.2].
-DEFAULT_METHOD = "polar_express"
+# Polar Express started from G/‖GGᵀ‖_F^{1/2} with its own derived schedule, 4 steps: σ ∈ ≈ [0.86, 1.14]
+# for κ ≤ 100 at width 768 (Keller ×5: [0.51, 1.2]) for 4/5 of Keller's flops ("polar_express", 5
+# steps: [0.87, 1.12]). Measured with ``muonlab bench step --quick`` (BENCHMARKS.md).
+DEFAULT_METHOD = "polar_express_gram_norm"
 TORCH_MUON_EPS = 1e-7
 
 
 class Muon(SpectralOptimizer):
-    """Muon with Polar Express by default, an AdamW part for non-matrix parameters, any tensor shape.
+    """Muon with Polar Express (Gram-normalized start, 4 steps) by default, an AdamW part for non-matrix parameters, any tensor shape.
 
     Args (torch.optim.Muon's, same order and meaning):
         params: parameters, param-group dicts (e.g. from :func:`muonlab.param_groups`, which sets each
@@ -43,7 +45,7 @@ class Muon(SpectralOptimizer):
             "spectral" √(A/B), "none" 1 — of each orthogonalized block (A×B after flattening / head split).
 
     Keyword-only extras:
-        method: any :data:`muonlab.linalg.POLAR_METHODS` entry; default ``"polar_express"``
+        method: any :data:`muonlab.linalg.POLAR_METHODS` entry; default ``"polar_express_gram_norm"``
             (``"newton_schulz"`` when ``ns_coefficients``/``ns_steps`` are given). The iteration's precision
             follows the device (fp32 on CPU, bf16 matmuls on CUDA); ``polar_dtype`` overrides.
         adamw_lr, adamw_betas, adamw_eps, adamw_weight_decay: the AdamW part (Keller's auxiliary Adam:
