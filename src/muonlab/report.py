@@ -270,13 +270,15 @@ def _logreg_summary(payloads: dict, quick: bool) -> SectionResult:
     tails = {n: _tail_mean(r) for n, r in bests.items() if not r["diverged"]}
     claims = []
     if {"polargrad", "muon", "adam"} <= set(tails):
-        wins = tails["polargrad"] < min(tails["muon"], tails["adam"])
+        rival = min(tails["muon"], tails["adam"])
+        # within 1% is a tie: the tail mean of mini-batch losses still carries sampling noise
+        verdict = "yes" if tails["polargrad"] < 0.99 * rival else ("partly" if tails["polargrad"] <= 1.01 * rival else "no")
         claims.append(Claim(
             "PolarSGD reaches a lower training loss than Muon and Adam on matrix logistic regression.",
             "Work B: PolarSGD (lr 1.5e-7) converges fastest; Muon (lr 0.1), Adam (lr 5e-3); 1500 steps, mini-batches of 1000 rows.",
             f"mean mini-batch loss over the last 10% of steps ({_size_text(cfg)}): "
-            + ", ".join(f"{n} {v:.4g} (lr {bests[n]['lr']:g})" for n, v in tails.items()),
-            "yes" if wins else "no"))
+            + ", ".join(f"{n} {v:.4g} (lr {bests[n]['lr']:g})" for n, v in tails.items())
+            + " (within 1% counts as a tie: 'partly')", verdict))
     where, inside = _interior_text(p)
     notes = (
         "Data as in the authors' script (A, B ~ N(0, 1), C = ±1 with P(+1) = 0.31 independent of A, X₀ ~ U(−1, 1)). "
