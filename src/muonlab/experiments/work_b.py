@@ -7,10 +7,11 @@ as in the authors' scripts); the best run per optimizer (see SELECTION) is plott
 
 Grids (constant steps unless ρ is given; the paper's value is in each grid):
 - ``quadreg``: PolarGrad {5e-9, 1e-8, 2e-8, 4e-8}; Muon {0.03, 0.1, 0.3}; Adam {0.02, 0.05, 0.1}.
-- ``logreg``: PolarGrad {1e-8, 3e-8, 1.5e-7, 5e-7}; Muon {0.003, 0.01, 0.03, 0.1}; Adam {3e-4, 1e-3, 5e-3, 2e-2}.
+- ``logreg``: PolarGrad {1e-8, 3e-8, 1.5e-7, 5e-7}; Muon {0.003, 0.01, 0.03, 0.1}; Adam {3e-4, 1e-3, 2e-3, 5e-3}.
   Measured at full size, seed 0, 1500 steps (mean mini-batch loss over the last 150 steps; start 2.9e7): PolarGrad
-  1e-8: 1.59e6, 3e-8: 2.81e5, 1.5e-7 (paper): 4.78e5, 5e-7: 1.53e6, 1.5e-6: 4.64e6; Muon 0.003: 9.39e6, 0.01: 3.06e5,
-  0.03: 3.90e5, 0.1 (paper): 8.40e5, 0.3: 2.41e6; Adam 1e-3: 2.91e5, 5e-3 (paper): 3.21e5. Each run ≈ 25 s on one core.
+  1e-8: 1.59e6, 3e-8: 2.81e5, 6e-8: 2.99e5, 1.5e-7 (paper): 4.78e5, 5e-7: 1.53e6, 1.5e-6: 4.64e6; Muon 0.003: 9.39e6, 0.01: 3.06e5,
+  0.02: 3.44e5, 0.03: 3.90e5, 0.1 (paper): 8.40e5, 0.3: 2.41e6; Adam 3e-4: 1.64e7, 1e-3: 2.91e5, 2e-3: 2.85e5,
+  5e-3 (paper): 3.21e5. Each run ≈ 25 s on one core.
 - ``completion``: PolarGrad {5, 10, 15, 20, 25, 30, 40, 50}; Muon {0.003, 0.01, 0.03, 0.1, 0.25}; Adam {0.01, 0.02,
   0.05, 0.1, 0.2, 0.5}. The authors' scripts run PolarGrad at 15 (50 is their alternating-GD step); measured at full
   size, seed 0, fp32: PolarGrad reaches f/f(X₀) ≤ 1e-6 in 66 steps at 15, 45 at 20, 29 at 25, 67 at 30, and diverges at 40
@@ -46,7 +47,7 @@ GRIDS = {
     "logreg": {
         "polargrad": grid([1e-8, 3e-8, 1.5e-7, 5e-7]),
         "muon": grid([0.003, 0.01, 0.03, 0.1]),
-        "adam": grid([3e-4, 1e-3, 5e-3, 2e-2]),
+        "adam": grid([3e-4, 1e-3, 2e-3, 5e-3]),
     },
     "completion": {
         "polargrad": grid([5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0]),
@@ -60,7 +61,7 @@ QUICK_GRIDS = {
     "logreg": {
         "polargrad": grid([1.2e-8, 4e-8, 1.2e-7]),  # ×25 at --small: {3e-7, 1e-6, 3e-6}
         "muon": grid([0.003, 0.01, 0.03]),
-        "adam": grid([1e-3, 2e-3, 5e-3, 1e-2]),
+        "adam": grid([1e-3, 2e-3, 5e-3]),
     },
     "completion": {
         "polargrad": grid([15.0, 20.0, 25.0]),
