@@ -188,3 +188,12 @@ def write_json(path: str, payload: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def run_and_report(run: Callable[[object], dict], report: Callable[[dict], str], args) -> int:
+    """The body of a bench's ``main``: run, print the table, write the JSON to ``args.out``."""
+    result = run(args)
+    print(report(result))
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0

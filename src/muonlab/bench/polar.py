@@ -305,8 +305,4 @@ def report(result: dict) -> str:
 
 
 def main(args) -> int:
-    result = run(args)
-    print(report(result))
-    common.write_json(args.out, result)
-    print(f"\nwrote {args.out}")
-    return 0
+    return common.run_and_report(run, report, args)

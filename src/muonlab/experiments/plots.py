@@ -12,6 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from muonlab.experiments.runner import Run  # noqa: E402
 
+
+def _save(fig, title: str, path):
+    """Title, tighten, write the PNG and free the figure (every plot ends here)."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 COLORS = {
     "simplified_muon": "tab:red",
     "gd": "tab:blue",
@@ -50,11 +59,7 @@ def error_curves_per_kappa(best: dict, path: Path, *, ylabel: str, tol: float | 
         ax.set_title(f"κ = {kappa:g}" if kappa is not None else "")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def run_label(run: Run) -> str:
@@ -103,11 +108,7 @@ def trajectories(panels: list[tuple[str, list[list[float]], list[float], int]], 
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def gap_with_gradient_stats(best: list[Run], path: Path, *, title: str, gap_label: str) -> Path:
@@ -127,11 +128,7 @@ def gap_with_gradient_stats(best: list[Run], path: Path, *, title: str, gap_labe
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def finite(x: float | None) -> bool:
