@@ -80,8 +80,8 @@ def _local(t: Tensor) -> Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def _wrap(value: Tensor, layout: Layout) -> Tensor:
-    if layout.dtensor_spec is None:
+def _wrap(value: Tensor, layout: Layout, wrap: bool = True) -> Tensor:
+    if layout.dtensor_spec is None or not wrap:
         return value
     from torch.distributed.tensor import DTensor
 
@@ -97,6 +97,7 @@ def map_whole(
     group=None,
     stats: CommStats | None = None,
     comm_dtype: torch.dtype | None = None,
+    wrap: bool = True,
 ) -> list[Tensor]:
     """``[fn(whole tensor i)]`` for every i, computed once on rank ``owners[i]``, returned in each tensor's layout.
 
@@ -104,7 +105,8 @@ def map_whole(
     of the same shapes and dtypes. Every rank must call this with the same shapes, dtypes, layouts and
     owners (collectives are matched by order). Returns DTensors for DTensor inputs, plain tensors otherwise.
     ``comm_dtype`` (e.g. bfloat16): the values travel in that dtype and are cast back on arrival, halving
-    the bytes; None sends them as they are (exact)."""
+    the bytes; None sends them as they are (exact). ``wrap=False``: return the local results as plain
+    tensors (the shard for sharded layouts) instead of DTensors."""
     world_size = dist.get_world_size(group)
     rank = dist.get_rank(group)
     count = len(tensors)
@@ -185,7 +187,7 @@ def map_whole(
                         continue
                     shape = layouts[i].piece_shape(rank, world_size)
                     size = math.prod(shape)
-                    results[i] = _wrap(chunk[offset : offset + size].view(shape), layouts[i])
+                    results[i] = _wrap(chunk[offset : offset + size].view(shape), layouts[i], wrap)
                     offset += size
         replicated = [i for i in range(count) if tensors[i].dtype == dtype and layouts[i].shard_dim is None]
         if replicated:
@@ -194,7 +196,7 @@ def map_whole(
             longest = max(lengths)
             if longest == 0:
                 for i in replicated:  # all empty tensors: nothing to move
-                    results[i] = _wrap(torch.empty(layouts[i].shape, dtype=dtype, device=device), layouts[i])
+                    results[i] = _wrap(torch.empty(layouts[i].shape, dtype=dtype, device=device), layouts[i], wrap)
                 continue
             wire = comm_dtype or dtype
             send = torch.zeros(longest, dtype=wire, device=device)
@@ -208,6 +210,6 @@ def map_whole(
                 offset = q * longest
                 for i in members:
                     size = math.prod(layouts[i].shape)
-                    results[i] = _wrap(recv[offset : offset + size].view(layouts[i].shape), layouts[i])
+                    results[i] = _wrap(recv[offset : offset + size].view(layouts[i].shape), layouts[i], wrap)
                     offset += size
     return results  # type: ignore[return-value]

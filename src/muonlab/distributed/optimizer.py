@@ -9,9 +9,10 @@ at three points; nothing else in the optimizer changes:
 - each step, before touching anything: :meth:`agree` — one all-reduce of three numbers per process
   group makes every rank take the same decision (skip on a non-finite gradient anywhere) and
   catches ranks whose parameter lists differ (a checksum), raising the same error everywhere;
-- the matrix work: :meth:`compute_updates` replaces ``optimizer.compute_updates(inputs, group)``
-  (a pure function of whole matrices) with the same call made once per matrix, on its owner rank,
-  through :func:`muonlab.distributed.comm.map_whole`.
+- the matrix work, chunk by chunk: :meth:`chunk_bytes` says how large a chunk may be for the scratch
+  budget, and :meth:`map_matrices` runs the optimizer's pure function of whole matrices once per matrix,
+  on its owner rank, through :func:`muonlab.distributed.comm.map_whole`. The optimizer passes local
+  tensors, the parameters (for their layout) and each matrix's cost; nothing here reads its settings.
 
 Everything elementwise (momentum, the AdamW part, applying the update) stays where it is: on the
 local shard of a DTensor, or on each rank's replica.
@@ -19,7 +20,6 @@ local shard of a DTensor, or on each rank's replica.
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Sequence
 
@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from muonlab.distributed.comm import CommStats, map_whole
-from muonlab.distributed.plan import assign_owners, matrix_flops
+from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
     Distribution,
     check_same_on_all_ranks,
@@ -37,35 +37,6 @@ from muonlab.distributed.resolve import (
     resolve_distribution,
     signature,
 )
-
-
-def block_flops(shape: Sequence[int], group: dict) -> float:
-    """Cost of one tensor's matrix work under the group's shape rules (flattened, batched, per-head)."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) >= 3 and group.get("tensor_layout") == "batch":
-        return math.prod(shape[:-2]) * matrix_flops(shape[-2:])
-    rows, cols = shape[0], math.prod(shape[1:])
-    heads = group.get("num_heads") or 1
-    sections = group.get("split_sizes") or (rows,)
-    return float(sum(heads * matrix_flops((max(1, s // heads), cols)) for s in sections))
-
-
-def wire_dtype(inputs: Sequence[Tensor], group: dict) -> torch.dtype | None:
-    """The dtype matrices travel in: the polar iteration's own precision when it is lower than theirs.
-
-    On CUDA, Newton–Schulz / Polar Express run in bfloat16 (:mod:`muonlab.linalg.precision`), so the
-    owner would round its input to bf16 anyway and its result carries bf16 accuracy: sending both in
-    bf16 halves the bytes for a rounding of the same size. On CPU the iteration runs in fp32 and the
-    transfer is exact. ``polar_dtype=torch.float32`` in the group makes both exact on CUDA too."""
-    method = group.get("method")
-    if not inputs or not isinstance(method, str):
-        return None
-    from muonlab.linalg.precision import iteration_dtype
-
-    sample = inputs[0].to_local() if is_dtensor(inputs[0]) else inputs[0]
-    wire = iteration_dtype(sample, method, group.get("polar_dtype"))
-    narrower = torch.finfo(wire).bits < torch.finfo(sample.dtype).bits if wire.is_floating_point else False
-    return wire if narrower and all(x.dtype == sample.dtype for x in inputs) else None
 
 
 class OptimizerDistribution:
@@ -120,29 +91,57 @@ class OptimizerDistribution:
             finite_everywhere = finite_everywhere and flags[0].item() == 0.0
         return finite_everywhere
 
-    def compute_updates(self, optimizer, inputs: list[Tensor], group: dict) -> list[Tensor]:
-        """``optimizer.compute_updates(inputs, group)``, each matrix computed whole on one rank."""
+    def chunk_bytes(self, group: dict, budget: int) -> int:
+        """How many bytes of whole matrices one chunk of the step may hold, for a per-rank scratch ``budget``.
+
+        One process: a batch of matrices has about four copies alive (input, its concatenation, two
+        iterates): budget/4. Replicated (DDP): each rank transforms 1/W of the chunk (three copies) and
+        receives the whole chunk's results: the chunk is budget·W/(W + 3). Sharded (FSDP2): each rank
+        transforms 1/W of the chunk and sends and receives its shards of it: budget·W/5."""
         distribution = self.resolve(group)
         if distribution is None:
-            self.stats.flops += sum(block_flops(x.shape, group) for x in inputs)
-            self.stats.matrices += len(inputs)
-            return optimizer.compute_updates(inputs, group)
+            return max(1, budget // 4)
         world_size = dist.get_world_size(distribution.group)
-        layouts = [layout_of(x) for x in inputs]
-        owners = assign_owners([x.shape for x in inputs], world_size, cost=lambda s: block_flops(s, group))
+        if distribution.kind == "sharded":
+            return max(1, budget * world_size // 5)
+        return max(1, budget * world_size // (world_size + 3))
+
+    def map_matrices(
+        self,
+        group: dict,
+        fn,
+        inputs: list[Tensor],
+        params: list[Tensor],
+        costs: list[float],
+        comm_dtype: torch.dtype | None = None,
+    ) -> list[Tensor]:
+        """``fn(inputs)`` with every matrix computed whole, once, on one rank; results as local tensors.
+
+        ``inputs[i]`` is the local part (the shard under FSDP2, the whole tensor otherwise) of a tensor
+        laid out like ``params[i]``; ``costs[i]`` weighs its work for the split across ranks. ``fn`` maps a
+        list of whole tensors to as many whole results (pure; batched as it likes)."""
+        distribution = self.resolve(group)
+        if distribution is None:
+            self.stats.flops += sum(costs)
+            self.stats.matrices += len(inputs)
+            return fn(inputs)
+        world_size = dist.get_world_size(distribution.group)
+        cost_of = {tuple(p.shape): c for p, c in zip(params, costs)}
+        owners = assign_owners([p.shape for p in params], world_size, cost=lambda s: cost_of[tuple(s)])
         rank = dist.get_rank(distribution.group)
-        for x, owner in zip(inputs, owners):
+        for cost, owner in zip(costs, owners):
             if owner == rank:
-                self.stats.flops += block_flops(x.shape, group)
+                self.stats.flops += cost
                 self.stats.matrices += 1
         return map_whole(
-            lambda whole: optimizer.compute_updates(whole, group),
+            fn,
             inputs,
-            layouts,
+            [layout_of(p) for p in params],
             owners,
             distribution.group,
             self.stats,
-            comm_dtype=wire_dtype(inputs, group),
+            comm_dtype=comm_dtype,
+            wrap=False,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -83,27 +83,40 @@ def constant_schedule(coefficients: Sequence[float], steps: int) -> list[Coeffic
     return [(a, b, c)] * steps
 
 
-def normalize(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) -> torch.Tensor:
+def _inverse_max_abs(x: torch.Tensor) -> torch.Tensor:
+    """1/max|G| per matrix, shape (B, 1, 1); 1/tiny for a zero matrix (its entries stay 0).
+
+    The inf-norm is one read of G with no temporary (``x.abs().amax()`` would allocate a copy)."""
+    amax = torch.linalg.vector_norm(x, float("inf"), dim=(-2, -1), keepdim=True)
+    return amax.clamp_min(torch.finfo(x.dtype).tiny).reciprocal()
+
+
+def _scaled_copy(x: torch.Tensor, scale: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """x·scale; in place when ``fresh`` (x is a temporary the caller made, e.g. its dtype conversion)."""
+    return x.mul_(scale) if fresh else x * scale
+
+
+def normalize(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0, *, fresh: bool = False) -> torch.Tensor:
     """X₀ = G / (safety·‖G‖_F + eps), computed without overflow or underflow.
 
     Dividing by max|G| first keeps ‖·‖_F finite for entries near the dtype's range (1e±18 in
     fp32 squares to 1e±36), so polar(c·G) = polar(G) for any c > 0 when eps = 0. A zero matrix
     maps to zero. ``eps`` is in G's own units (torch.optim.Muon's ``eps``), kept overflow-free by
-    dividing it by the same max.
+    multiplying it by the same 1/max. One new (B, m, n) tensor at most (none when ``fresh``: x is
+    then scaled in place), and no host synchronization.
     """
-    amax = x.abs().amax(dim=(-2, -1), keepdim=True)
-    tiny = torch.finfo(x.dtype).tiny
-    amax = amax.clamp_min(tiny)
-    y = x / amax
-    norm = torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
-    denom = safety * norm
+    inv_amax = _inverse_max_abs(x)
+    y = _scaled_copy(x, inv_amax, fresh)
+    denom = safety * torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
     if eps:
-        denom = denom + eps / amax
+        denom = denom + eps * inv_amax
     # A zero matrix has norm 0: divide by 1 instead (its entries are 0 already).
-    return y / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return y.div_(torch.where(denom > 0, denom, torch.ones_like(denom)))
 
 
-def normalize_by_gram(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize_by_gram(
+    x: torch.Tensor, eps: float = 0.0, safety: float = 1.0, *, fresh: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """X₀ = G / (safety·‖G Gᵀ‖_F^{1/2} + eps) and its Gram matrix X₀X₀ᵀ, without overflow. x: (B, m, n), m ≤ n.
 
     ‖G Gᵀ‖_F = (Σ σᵢ⁴)^{1/2} ≥ σ_max², so σ_max(X₀) ≤ 1 as with ‖G‖_F, but σ_min(X₀) is larger: the
@@ -111,14 +124,14 @@ def normalize_by_gram(x: torch.Tensor, eps: float = 0.0, safety: float = 1.0) ->
     quintic step's A anyway, so the better start costs one m×m norm. Like :func:`normalize`,
     G is divided by max|G| first (entries ≤ 1, Gram entries ≤ n), and a zero matrix maps to zero.
     """
-    amax = x.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    y = x / amax
+    inv_amax = _inverse_max_abs(x)
+    y = _scaled_copy(x, inv_amax, fresh)
     gram = torch.bmm(y, y.mT)
     denom = safety * torch.linalg.vector_norm(gram, dim=(-2, -1), keepdim=True).sqrt()
     if eps:
-        denom = denom + eps / amax
+        denom = denom + eps * inv_amax
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return y / denom, gram / denom.square()
+    return y.div_(denom), gram.div_(denom.square())
 
 
 def quintic_iteration(

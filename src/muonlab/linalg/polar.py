@@ -134,6 +134,8 @@ def polar(
     m, n = x.shape[-2], x.shape[-1]
     work_dtype = iteration_dtype(x, method, dtype)
     batch = x.reshape(-1, m, n).to(work_dtype)
+    # A conversion made a copy the iteration may overwrite (the first scaling then runs in place).
+    fresh = batch.dtype != x.dtype
 
     if min(m, n) == 1 and method != "svd":
         # A single row or column: U Vᵀ = x/‖x‖ exactly (and 0 for x = 0); no iteration needed.
@@ -146,7 +148,7 @@ def polar(
         out = out if m >= n else out.mT
     else:
         wide = batch if m <= n else batch.mT
-        out = _polar_polynomial(wide, method, steps, coefficients, eps)
+        out = _polar_polynomial(wide, method, steps, coefficients, eps, fresh)
         out = out if m <= n else out.mT
     if refine:
         wide = out if m <= n else out.mT
@@ -164,26 +166,26 @@ def _polar_svd(x: torch.Tensor) -> torch.Tensor:
 
 
 def _polar_polynomial(
-    x: torch.Tensor, method: str, steps: int | None, coefficients: Sequence[float] | None, eps: float
+    x: torch.Tensor, method: str, steps: int | None, coefficients: Sequence[float] | None, eps: float, fresh: bool
 ) -> torch.Tensor:
     if method == "cubic":
-        return it.cubic_iteration(it.normalize(x, eps), it.CUBIC_STEPS if steps is None else steps)
+        return it.cubic_iteration(it.normalize(x, eps, fresh=fresh), it.CUBIC_STEPS if steps is None else steps)
     gram_form = uses_gram_form(x.shape[-2], x.shape[-1], x.dtype)
     if method == "polar_express_gram_norm":
         schedule = it.gram_norm_schedule(it.GRAM_NORM_STEPS if steps is None else steps)
-        x0, gram = it.normalize_by_gram(x, eps, it.GRAM_NORM_SAFETY)
+        x0, gram = it.normalize_by_gram(x, eps, it.GRAM_NORM_SAFETY, fresh=fresh)
         iterate = it.gram_quintic_iteration if gram_form else it.quintic_iteration
         return iterate(x0, schedule, gram=gram)
     if method == "newton_schulz":
         schedule = it.constant_schedule(coefficients or it.KELLER_COEFFICIENTS, it.KELLER_STEPS if steps is None else steps)
-        x0 = it.normalize(x, eps)
+        x0 = it.normalize(x, eps, fresh=fresh)
         return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
     steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
     if coefficients is not None:
         schedule, safety = it.constant_schedule(coefficients, steps), 1.0
     else:
         schedule, safety = it.polar_express_schedule(steps), it.POLAR_EXPRESS_SAFETY
-    x0 = it.normalize(x, eps, safety)
+    x0 = it.normalize(x, eps, safety, fresh=fresh)
     if method == "polar_express":
         return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
     # Gram NS: restart halfway in half precision, where Q and R drift fastest.

@@ -37,6 +37,7 @@ import torch
 from torch.optim import Optimizer
 
 from muonlab.linalg import POLAR_METHODS, polar
+from muonlab.linalg.precision import iteration_dtype
 from muonlab.optim import pipeline as pl
 
 KINDS = ("matrix", "embedding", "head", "vector")
@@ -110,6 +111,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         split_sizes: tuple[int, ...] | None = None,
         on_nonfinite: str = "skip",
         distributed="auto",
+        max_scratch_bytes: int | None = None,
     ) -> None:
         if _DISTRIBUTION_FACTORY is None:
             raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
@@ -117,6 +119,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
+        if max_scratch_bytes is not None and (
+            isinstance(max_scratch_bytes, bool) or not isinstance(max_scratch_bytes, int) or max_scratch_bytes < 1
+        ):
+            raise ValueError(f"max_scratch_bytes must be None or a positive int (bytes), got {max_scratch_bytes!r}")
+        self.max_scratch_bytes = max_scratch_bytes
+        # id(local shard) -> its parameter, for the step in progress (state is keyed by the parameter)
+        self._param_of: dict[int, torch.Tensor] = {}
         defaults = dict(
             defaults,
             adamw_lr=adamw_lr,
@@ -280,6 +289,26 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         for group, params in work:
             if not params:
                 continue
+            # All arithmetic runs on plain local tensors: a DTensor's shard (FSDP2) is updated in place
+            # through its local view, so no elementwise op needs a DTensor sharding rule (some have none
+            # on older torch), and no op pays DTensor dispatch. Whole matrices travel only in the
+            # distribution's map_matrices.
+            local_params = [_local(p) for p in params]
+            self._param_of = {id(lp): p for lp, p in zip(local_params, params) if lp is not p}
+            # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
+            grads = [_local(p.grad) for p in params]
+            grads = [g if g.dtype == state_dtype(p) else g.to(state_dtype(p)) for g, p in zip(grads, params)]
+            try:
+                if group["update"] == "adamw":
+                    self._adamw_step(group, local_params, grads)
+                else:
+                    self._spectral_step(group, params, local_params, grads)
+            finally:
+                self._param_of = {}
+        return loss
+        for group, params in work:
+            if not params:
+                continue
             # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
             grads = [p.grad if p.grad.dtype == state_dtype(p) else p.grad.to(state_dtype(p)) for p in params]
             if group["update"] == "adamw":
@@ -336,10 +365,44 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             weight_decay=group["weight_decay"],
         )
 
-    def _spectral_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        inputs = self.spectral_inputs(group, params, grads)
-        updates = self._distribution.compute_updates(self, inputs, group)
-        self.apply_updates(group, params, grads, updates)
+    def _spectral_step(
+        self, group: dict, params: list[torch.Tensor], local_params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """Moment → transform → apply, one chunk of parameters at a time (a bounded working set).
+
+        Parameters whose blocks have the same shapes are batched together, up to the chunk size the
+        scratch budget allows (:meth:`scratch_budget`); each chunk's moment inputs, transformed updates
+        and their application are done before the next chunk starts, so the step's extra memory is
+        that of one chunk, not of every matrix at once."""
+        cost = [pl.block_flops(pl.block_shapes(p.shape, group)) for p in params]
+        limit = self._distribution.chunk_bytes(group, self.scratch_budget(group, params))
+        wire = wire_dtype(group, grads)
+        for chunk in plan_chunks(params, group, limit):
+            chunk_params = [local_params[i] for i in chunk]
+            chunk_grads = [grads[i] for i in chunk]
+            inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
+            updates = self._distribution.map_matrices(
+                group,
+                lambda whole: self.compute_updates(whole, group),
+                inputs,
+                [params[i] for i in chunk],
+                [cost[i] for i in chunk],
+                comm_dtype=wire,
+            )
+            del inputs
+            self.apply_updates(group, chunk_params, chunk_grads, updates)
+            del updates
+
+    def scratch_budget(self, group: dict, params: list[torch.Tensor]) -> int:
+        """Bytes of working memory one step may use beyond parameters, gradients and state.
+
+        ``max_scratch_bytes`` when set; by default 3× the group's largest matrix (in its state dtype)
+        plus 16 MiB: a matrix is transformed with about three copies of itself alive (its input and two
+        iterates), and small matrices batch together up to the 16 MiB."""
+        if self.max_scratch_bytes is not None:
+            return self.max_scratch_bytes
+        largest = max((p.numel() * torch.finfo(state_dtype(p)).bits // 8 for p in params), default=0)
+        return 3 * largest + DEFAULT_SCRATCH_FLOOR
 
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -372,7 +435,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         (m, n, dtype, device) across all inputs are concatenated into one (B, m, n) batch and
         transformed by one :meth:`transform` call, then multiplied by the shape scale s(m, n) of
         ``group["adjust_lr_fn"]`` and reassembled. Pure: no optimizer state is read or written,
-        and ``inputs`` are not modified — the hook a distributed wrapper shards.
+        and ``inputs`` are not modified — the function the distribution runs on each matrix's owner.
         """
         blocks = [pl.to_blocks(x, group) for x in inputs]
         buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
@@ -389,26 +452,46 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             if scale != 1.0:
                 # In place unless the transform handed back its input (Ψ₁ is the identity).
                 out = out * scale if out is batch else out.mul_(scale)
+            del batch  # a concatenated copy is scratch: free it before the next bucket's
             pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
         return [pl.from_blocks(r, x, group) for r, x in zip(results, inputs)]
 
     # ------------------------------------------------------------------ shared helpers
+    def _state(self, p: torch.Tensor) -> dict:
+        """The state dict of ``p``, a parameter or (during a step) the local shard of one."""
+        return self.state[self._param_of.get(id(p), p)]
+
+    def _as_whole(self, p: torch.Tensor):
+        """A function viewing a local tensor laid out like ``p`` as the whole tensor: a DTensor with the
+        parameter's placements when ``p`` is a shard of one (for the rare step that needs a reduction over
+        whole matrices outside the transform), the tensor itself otherwise."""
+        owner = self._param_of.get(id(p), p)
+        if owner is p or not hasattr(owner, "device_mesh"):
+            return lambda t: t
+        from torch.distributed.tensor import DTensor
+
+        return lambda t: DTensor.from_local(
+            t, owner.device_mesh, owner.placements, run_check=False, shape=owner.shape, stride=owner.stride()
+        )
+
     def _buffers(self, params: list[torch.Tensor], key: str = "momentum_buffer") -> list[torch.Tensor]:
+        """Each parameter's state tensor ``key`` (zeros on first use), as a local tensor like ``params``."""
         out = []
         for p in params:
-            state = self.state[p]
+            owner = self._param_of.get(id(p), p)
+            state = self.state[owner]
             if key not in state:
-                state[key] = torch.zeros_like(p, dtype=state_dtype(p), memory_format=torch.preserve_format)
-            out.append(state[key])
+                state[key] = torch.zeros_like(owner, dtype=state_dtype(owner), memory_format=torch.preserve_format)
+            out.append(_local(state[key]))
         return out
 
     def _count_steps(self, params: list[torch.Tensor]) -> list[int]:
         """Advance and return each parameter's ``state["step"]`` (a Python int: exact on resume)."""
         steps = []
         for p in params:
-            state = self.state[p]
+            state = self._state(p)
             state["step"] = state.get("step", 0) + 1
             steps.append(state["step"])
         return steps
@@ -425,6 +508,48 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             eps=eps,
             check_finite=False,
         )
+
+
+# Scratch a step may use on top of 3× the largest matrix (see SpectralOptimizer.scratch_budget).
+DEFAULT_SCRATCH_FLOOR = 16 * 2**20
+
+
+def plan_chunks(params: list[torch.Tensor], group: dict, limit: int) -> list[list[int]]:
+    """Indices of ``params`` in chunks of at most ``limit`` bytes of matrices (in their state dtype; a
+    matrix larger than that is a chunk of its own). Parameters with the same block shapes, dtype and
+    device are taken one after the other, so that they share chunks and batch into one transform call.
+
+    Deterministic in the parameters' order and shapes, so every rank of a distributed run plans the same chunks."""
+    buckets: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        key = (pl.block_shapes(p.shape, group), p.dtype, str(p.device))
+        buckets.setdefault(key, []).append(i)
+    chunks: list[list[int]] = []
+    current, size = [], 0
+    for members in buckets.values():
+        for i in members:
+            nbytes = params[i].numel() * torch.finfo(state_dtype(params[i])).bits // 8
+            if current and size + nbytes > limit:
+                chunks.append(current)
+                current, size = [], 0
+            current.append(i)
+            size += nbytes
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def wire_dtype(group: dict, inputs: list[torch.Tensor]) -> torch.dtype | None:
+    """The dtype whole matrices travel in between ranks: the polar iteration's own precision when it is
+    lower than theirs (bf16 on CUDA: the owner would round to it anyway, so sending bf16 halves the bytes
+    for a rounding of the same size); None (exact) otherwise, e.g. fp32 on CPU."""
+    method = group.get("method")
+    if not inputs or not isinstance(method, str) or method not in POLAR_METHODS:
+        return None
+    sample = inputs[0]
+    wire = iteration_dtype(sample, method, group.get("polar_dtype"))
+    narrower = torch.finfo(wire).bits < torch.finfo(sample.dtype).bits
+    return wire if narrower and all(x.dtype == sample.dtype for x in inputs) else None
 
 
 def state_dtype(p: torch.Tensor) -> torch.dtype:

@@ -70,6 +70,35 @@ def row_sections(rows: int, split_sizes: Sequence[int] | None, num_heads: int | 
     return [(size, heads) for size in sizes]
 
 
+def block_shapes(shape: Sequence[int], group: dict) -> tuple[tuple[int, int, int], ...]:
+    """(count, m, n) of each section of blocks :func:`to_blocks` cuts a tensor of ``shape`` into.
+
+    Computed from the shape alone (no tensor): the step uses it to group parameters whose blocks
+    batch together and to weigh each parameter's matrix work."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        batch, rows, cols = 1, shape[0], shape[1]
+    elif group["tensor_layout"] == "flatten":
+        batch, rows, cols = 1, shape[0], math.prod(shape[1:])
+    else:
+        batch, rows, cols = math.prod(shape[:-2]), shape[-2], shape[-1]
+    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
+    if split_sizes is None and not num_heads:
+        return ((batch, rows, cols),)
+    return tuple((batch * heads, size // heads, cols) for size, heads in row_sections(rows, split_sizes, num_heads))
+
+
+def block_flops(sections: Sequence[tuple[int, int, int]]) -> float:
+    """Relative cost of transforming the blocks :func:`block_shapes` lists: one quintic step's
+    4s²l + 2s³ flops per s×l block (s ≤ l). Every polar iteration of a group runs the same number of
+    steps on every block, so this weighs parameters against each other (for the distributed work split)."""
+    total = 0.0
+    for count, rows, cols in sections:
+        small, large = min(rows, cols), max(rows, cols)
+        total += count * (4.0 * small * small * large + 2.0 * small**3)
+    return total
+
+
 def to_blocks(t: torch.Tensor, group: dict) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
@@ -132,13 +161,20 @@ def adamw_update(
         else:
             rest.append(i)
     for (device, _), idx in fused.items():
+        # The kernel reads the step count from a tensor on the parameters' device. torch.full launches a
+        # fill kernel (torch.tensor(value, device=cuda) would copy from the host and wait for it), and
+        # parameters at the same step share one tensor.
+        step_tensors: dict[int, torch.Tensor] = {}
+        for i in idx:
+            if steps[i] not in step_tensors:
+                step_tensors[steps[i]] = torch.full((), float(steps[i]), dtype=torch.float32, device=device)
         torch._fused_adamw_(
             [params[i] for i in idx],
             [grads[i] for i in idx],
             [exp_avgs[i] for i in idx],
             [exp_avg_sqs[i] for i in idx],
             [],
-            [torch.tensor(float(steps[i]), device=device) for i in idx],
+            [step_tensors[steps[i]] for i in idx],
             amsgrad=False,
             maximize=False,
             **hyper,

@@ -30,6 +30,15 @@ def nuclear_factor(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (x.to(work) * u.to(work)).sum(dim=(-2, -1), keepdim=True)
 
 
+def _replicated(nu: torch.Tensor) -> torch.Tensor:
+    """ν as a value every rank holds: a DTensor sum over shards is a pending (Partial) sum until redistributed."""
+    if not hasattr(nu, "redistribute"):
+        return nu
+    from torch.distributed.tensor import Replicate
+
+    return nu.redistribute(nu.device_mesh, [Replicate()] * nu.device_mesh.ndim)
+
+
 class PolarGrad(SpectralOptimizer):
     """PolarSGD / PolarGradM (momentum-first by default, or ``polar_first=True``); AdamW part for the rest.
 
@@ -93,9 +102,14 @@ class PolarGrad(SpectralOptimizer):
             bufs = self._buffers(params)
             torch._foreach_lerp_(bufs, updates, 1 - group["momentum"])
             scaled = []
-            for g, u, m in zip(grads, updates, bufs):
-                g_blocks, u_blocks, m_blocks = (pl.to_blocks(t, group) for t in (g, u, m))
-                steps = [(nuclear_factor(gb, ub) * mb).to(m.dtype) for gb, ub, mb in zip(g_blocks, u_blocks, m_blocks)]
-                scaled.append(pl.from_blocks(steps, m, group))
+            for p, g, u, m in zip(params, grads, updates, bufs):
+                # ν(G) needs whole blocks: a parameter sharded across ranks (FSDP2) is viewed whole as a
+                # DTensor here, whose reductions sum over the shards.
+                whole = self._as_whole(p)
+                g, u, m_whole = whole(g), whole(u), whole(m)
+                g_blocks, u_blocks, m_blocks = (pl.to_blocks(t, group) for t in (g, u, m_whole))
+                steps = [(_replicated(nuclear_factor(gb, ub)) * mb).to(m.dtype) for gb, ub, mb in zip(g_blocks, u_blocks, m_blocks)]
+                update = pl.from_blocks(steps, m_whole, group)
+                scaled.append(update.to_local() if update is not m_whole and hasattr(update, "to_local") else update)
             updates = scaled
         super().apply_updates(group, params, grads, updates)
