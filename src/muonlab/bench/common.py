@@ -53,17 +53,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one ``fn()`` takes: CUDA events around it on CUDA (device time from the first kernel
+    queued to the last one done, after the queue is drained), the wall clock elsewhere."""
+    synchronize(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_s
+
+
 def time_call(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> dict:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
+    """Median time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls (:func:`time_once`)."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = [time_once(fn, device) for _ in range(repeats)]
     return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
 
 
@@ -80,10 +90,7 @@ def time_round_robin(fns: dict, repeats: int, device: torch.device, warmup: int 
     times = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[key].append(time.perf_counter() - start)
+            times[key].append(time_once(fn, device))
     return {key: {"median_s": statistics.median(t), "min_s": min(t), "times_s": t} for key, t in times.items()}
 
 

@@ -43,6 +43,8 @@ from muonlab.linalg.polar import resolve_method
 
 KELLER = (3.4445, -4.775, 2.0315)
 VOCAB, CONTEXT, WIDTH = 50257, 1024, 768
+# --scale presets: (blocks, width)
+SCALES = {"124m": (12, 768), "1b": (24, 2048)}
 ORTHO_KAPPA = 100.0
 # Keller Jordan's auxiliary Adam for what torch.optim.Muon refuses (github.com/KellerJordan/Muon).
 AUX_ADAM = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0)
@@ -68,11 +70,16 @@ class GPT2Params(nn.Module):
 
 def add_arguments(parser) -> None:
     common.add_common_arguments(parser, default_out="results/bench/step.json")
-    parser.add_argument("--blocks", type=int, default=None, help="transformer blocks (default 12; 1 with --quick)")
-    parser.add_argument("--width", type=int, default=WIDTH, help="model width (default 768)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="124m",
+                        help="model preset: 124m = GPT-2 small (12 blocks, width 768), 1b = 24 blocks of width 2048 "
+                             "(1.21B in the blocks); --blocks/--width override (default 124m)")
+    parser.add_argument("--blocks", type=int, default=None, help="transformer blocks (default: the preset's; 1 with --quick)")
+    parser.add_argument("--width", type=int, default=None, help="model width (default: the preset's)")
     parser.add_argument("--vocab", type=int, default=VOCAB, help="token embedding rows (default 50257)")
     parser.add_argument("--skip-torch-bf16", action="store_true", help="leave out torch.optim.Muon as shipped")
-    parser.add_argument("--compile", action="store_true", help="wrap each step in torch.compile (meant for CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="muonlab rows: compile=True (torch.compile of the matrix transform); torch rows: "
+                             "torch.compile of the whole step")
 
 
 # ---------------------------------------------------------------- torch.optim.Muon with an fp32 iteration
@@ -129,6 +136,19 @@ def muonlab_muon(model, **kwargs):
     return opt.step, [opt]
 
 
+class Compiled:
+    """Row makers under ``--compile``: muonlab's own option for its rows, torch.compile of the step for torch's."""
+
+    def __init__(self, make, muonlab_row: bool):
+        self.make, self.muonlab_row = make, muonlab_row
+
+    def __call__(self, model):
+        if self.muonlab_row:
+            return self.make(model, compile=True)
+        step, optimizers = self.make(model)
+        return torch.compile(step), optimizers
+
+
 def torch_muon(model):
     hidden, rest = split_params(model)
     muon = torch.optim.Muon(hidden)
@@ -171,14 +191,14 @@ def make_rows(skip_bf16: bool) -> list[Row]:
     from muonlab.optim.muon import DEFAULT_METHOD
 
     rows = [
-        Row("muonlab_default", "muonlab.Muon (default)", lambda m: muonlab_muon(m),
+        Row("muonlab_default", "muonlab.Muon (default)", lambda m, **kw: muonlab_muon(m, **kw),
             lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd), muonlab_ortho()),
         Row("muonlab_polar_express", "muonlab.Muon (polar_express ×5, the previous default)",
-            lambda m: muonlab_muon(m, method="polar_express"),
+            lambda m, **kw: muonlab_muon(m, method="polar_express", **kw),
             lambda shapes, wd: muon_flops(shapes, "polar_express", None, wd),
             muonlab_ortho(method="polar_express")),
         Row("muonlab_keller", "muonlab.Muon (Keller quintic ×5)",
-            lambda m: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5),
+            lambda m, **kw: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5, **kw),
             lambda shapes, wd: muon_flops(shapes, "newton_schulz", 5, wd), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),
         Row("torch_muon_fp32", "torch.optim.Muon (iteration in fp32, patched)", torch_muon,
             lambda shapes, wd: muon_flops(shapes, "newton_schulz_direct", 5, wd),
@@ -269,11 +289,15 @@ def run(args) -> dict:
     from muonlab.cli import CLIError
 
     quick = args.quick
-    blocks = args.blocks if args.blocks is not None else (1 if quick else 12)
-    if blocks < 1 or args.width < 2 or args.vocab < 1:
+    preset_blocks, preset_width = SCALES[args.scale]
+    blocks = args.blocks if args.blocks is not None else (1 if quick else preset_blocks)
+    width = args.width if args.width is not None else preset_width
+    if blocks < 1 or width < 2 or args.vocab < 1:
         raise CLIError("--blocks, --width and --vocab must be positive (width ≥ 2)")
     repeats = args.repeats or (3 if quick else 5)
-    width = args.width
+    # torch.optim.Muon as shipped runs bf16 matmuls: ~100× slower than fp32 on CPU, so there it is run once
+    # and scaled; on CUDA it is timed like every other row.
+    estimate_torch_bf16 = device.type != "cuda"
     dtype = torch.float32
     model = GPT2Params(blocks, width, args.vocab, min(CONTEXT, max(width, 8))).to(device)
     fill_gradients(model, torch.Generator().manual_seed(0))
@@ -291,6 +315,9 @@ def run(args) -> dict:
     matmul_dtype = torch.bfloat16 if device.type == "cuda" else dtype
     mix, mix_flops = common.matmul_mix(products, matmul_dtype, device)
 
+    # The working-memory target: 3× the largest hidden matrix in fp32, plus 16 MiB (muonlab.Muon's default budget).
+    largest = max(m * n for m, n in hidden_shapes) * 4
+    memory_target = 3 * largest + 16 * 2**20
     ortho_shapes = sorted(set(block_shapes))
     ortho_inputs = {shape: common.spectral_test_matrix(*shape, ORTHO_KAPPA, seed=7)[0].to(device, dtype)
                     for shape in ortho_shapes}
@@ -300,11 +327,10 @@ def run(args) -> dict:
     rows = make_rows(args.skip_torch_bf16)
     results, steps, states = [], {}, {}
     for row in rows:
-        if row.key == "torch_muon_bf16":
+        if row.key == "torch_muon_bf16" and estimate_torch_bf16:
             continue
-        step, optimizers = row.make(model)
-        if args.compile:
-            step = torch.compile(step)
+        make = Compiled(row.make, row.key.startswith("muonlab")) if args.compile else row.make
+        step, optimizers = make(model)
         steps[row.key] = _with_context(step, row.context)
         states[row.key] = optimizers
         steps[row.key]()  # warm-up: creates the state
@@ -319,7 +345,7 @@ def run(args) -> dict:
     rate = {"gflops": mix_flops / matmul_s / 1e9, "median_s": matmul_s, "flops": mix_flops}
     for row in rows:
         entry = {"key": row.key, "label": row.label}
-        if row.key == "torch_muon_bf16":
+        if row.key == "torch_muon_bf16" and estimate_torch_bf16:
             entry.update(run_torch_bf16(quick, width, block_shapes, ortho_inputs, blocks, hidden_shapes, device))
         else:
             step = steps.pop(row.key)
@@ -334,6 +360,9 @@ def run(args) -> dict:
             entry["floor_s"] = entry["matmul_flops"] / (rate["gflops"] * 1e9)
             entry["time_over_floor"] = entry["median_s"] / entry["floor_s"]
             entry["gflops"] = entry["matmul_flops"] / entry["median_s"] / 1e9
+            entry["fraction_of_matmul_rate"] = entry["floor_s"] / entry["median_s"]
+        if "peak_bytes" in entry:
+            entry["peak_over_budget"] = entry["peak_bytes"] / memory_target
         results.append(entry)
 
     by_key = {e["key"]: e for e in results}
@@ -351,6 +380,10 @@ def run(args) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "hidden_matrices": len(hidden_shapes),
         "matmul": {"dtype": str(matmul_dtype).replace("torch.", ""), **rate},
+        "scale": args.scale,
+        "compile": bool(args.compile),
+        "largest_matrix_bytes": largest,
+        "memory_target_bytes": memory_target,
         "ortho_kappa": ORTHO_KAPPA,
         "environment": common.environment(device),
         "rows": results,
@@ -400,12 +433,15 @@ def report(result: dict) -> str:
             "peak": None if "peak_bytes" not in e else e["peak_bytes"] / 2**20,
             "net": None if "net_bytes" not in e else e["net_bytes"] / 2**20,
             "state": None if "state_bytes" not in e else e["state_bytes"] / 2**20,
+            "rate": None if "fraction_of_matmul_rate" not in e else f"{100 * e['fraction_of_matmul_rate']:.0f}%",
+            "budget": e.get("peak_over_budget"),
         }
         for s in shapes:
             row[s] = rng(e, s)
         rows.append(row)
     cols = [("label", "step"), ("ms", "median ms"), ("fp32", "× torch Muon fp32"), ("adamw", "× AdamW foreach"),
-            ("floor", "floor ms"), ("over", "time/floor"), ("peak", "peak MiB"), ("net", "net MiB"),
+            ("floor", "floor ms"), ("over", "time/floor"), ("rate", "% of matmul rate"), ("peak", "peak MiB"),
+            ("budget", "peak / target"), ("net", "net MiB"),
             ("state", "state MiB")] + [(s, f"σ range {s}") for s in shapes]
     env = result["environment"]
     by_key = {e["key"]: e for e in result["rows"]}
@@ -413,7 +449,9 @@ def report(result: dict) -> str:
         f"step bench on {env['device']}: {result['blocks']} block(s), {result['parameters'] / 1e6:.1f}M parameters, "
         f"{result['hidden_matrices']} hidden matrices; {env['torch_threads']} threads, load average "
         f"{env.get('load_average', 'n/a')}; median of {result['repeats']}; plain matmul "
-        f"{result['matmul']['gflops']:.1f} GFLOP/s ({result['matmul']['dtype']})",
+        f"{result['matmul']['gflops']:.1f} GFLOP/s ({result['matmul']['dtype']})"
+        + (", compiled" if result.get("compile") else ""),
+        f"memory target (3× the largest matrix in fp32 + 16 MiB): {result['memory_target_bytes'] / 2**20:.1f} MiB",
         common.format_table(rows, cols),
     ]
     if "torch_muon_bf16" in by_key:

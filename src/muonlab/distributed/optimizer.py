@@ -94,13 +94,13 @@ class OptimizerDistribution:
     def chunk_bytes(self, group: dict, budget: int) -> int:
         """How many bytes of whole matrices one chunk of the step may hold, for a per-rank scratch ``budget``.
 
-        One process: a batch of matrices has about four copies alive (input, its concatenation, two
-        iterates): budget/4. Replicated (DDP): each rank transforms 1/W of the chunk (three copies) and
+        One process: a batch of matrices has at most about five copies alive (the inputs, their
+        concatenation, the next iterate, and for square blocks the Gram matrix and polynomial): budget/5. Replicated (DDP): each rank transforms 1/W of the chunk (three copies) and
         receives the whole chunk's results: the chunk is budget·W/(W + 3). Sharded (FSDP2): each rank
         transforms 1/W of the chunk and sends and receives its shards of it: budget·W/5."""
         distribution = self.resolve(group)
         if distribution is None:
-            return max(1, budget // 4)
+            return max(1, budget // 5)
         world_size = dist.get_world_size(distribution.group)
         if distribution.kind == "sharded":
             return max(1, budget * world_size // 5)

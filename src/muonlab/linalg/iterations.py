@@ -135,28 +135,49 @@ def normalize_by_gram(
 
 
 def quintic_iteration(
-    x: torch.Tensor, schedule: Sequence[Coefficients], gram: torch.Tensor | None = None
+    x: torch.Tensor, schedule: Sequence[Coefficients], gram: torch.Tensor | None = None, *, overwrite: bool = False
 ) -> torch.Tensor:
     """Apply X ← aX + (bA + cA²)X, A = XXᵀ, for each (a, b, c) in ``schedule``. x: (B, m, n), m ≤ n.
 
     ``gram``: X Xᵀ of the input when the caller has it already (saves the first step's product).
+    Works in four buffers allocated once — X and the next X (ping-pong), A and the polynomial — so
+    the iteration's memory is 2 copies of X plus 2 of the small m×m matrix, whatever the step count.
+    ``overwrite=True``: ``x`` is scratch and serves as one of the two buffers (one copy of X less);
+    otherwise it is left untouched. ``gram``, when given, is overwritten.
     """
+    if not schedule:
+        return x
+    batch, m, _ = x.shape
+    if gram is None:
+        gram = torch.empty(batch, m, m, dtype=x.dtype, device=x.device)
+        torch.bmm(x, x.mT, out=gram)
+    poly = torch.empty_like(gram)
+    spare = torch.empty_like(x)
     for i, (a, b, c) in enumerate(schedule):
-        if i > 0 or gram is None:
-            gram = torch.bmm(x, x.mT)
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # bA + cA²
+        if i > 0:
+            torch.bmm(x, x.mT, out=gram)
+        torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)  # bA + cA²
         # aX + (bA + cA²)X as (aI + bA + cA²)X: adding a on the small matrix's diagonal saves
         # a copy of X (baddbmm's "input" term) per step.
         poly.diagonal(dim1=-2, dim2=-1).add_(a)
-        x = torch.bmm(poly, x)
+        torch.bmm(poly, x, out=spare)
+        x, spare = spare, (x if overwrite or i > 0 else torch.empty_like(x))
     return x
 
 
-def cubic_iteration(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """Classic Newton–Schulz X ← 1.5X − 0.5 XXᵀX: converges to 1 for σ ∈ (0, √3), quadratically near 1."""
-    for _ in range(steps):
-        gram = torch.bmm(x, x.mT)
-        x = torch.baddbmm(x, gram, x, beta=1.5, alpha=-0.5)
+def cubic_iteration(x: torch.Tensor, steps: int, *, overwrite: bool = False) -> torch.Tensor:
+    """Classic Newton–Schulz X ← 1.5X − 0.5 XXᵀX: converges to 1 for σ ∈ (0, √3), quadratically near 1.
+
+    Like :func:`quintic_iteration`, in ping-pong buffers allocated once."""
+    if not steps:
+        return x
+    batch, m, _ = x.shape
+    gram = torch.empty(batch, m, m, dtype=x.dtype, device=x.device)
+    spare = torch.empty_like(x)
+    for i in range(steps):
+        torch.bmm(x, x.mT, out=gram)
+        torch.baddbmm(x, gram, x, beta=1.5, alpha=-0.5, out=spare)
+        x, spare = spare, (x if overwrite or i > 0 else torch.empty_like(x))
     return x
 
 

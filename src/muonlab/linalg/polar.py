@@ -93,6 +93,7 @@ def polar(
     refine: int = 0,
     eps: float = 0.0,
     check_finite: bool = True,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """Polar factor U Vᵀ of every matrix in ``x`` (shape (..., m, n)).
 
@@ -108,8 +109,10 @@ def polar(
         refine: extra cubic Newton–Schulz steps after the method (pull σ towards 1).
         eps: added to ‖x‖_F in the normalization, in x's units (torch.optim.Muon's ``eps``);
             the default 0 makes the result exactly scale invariant.
-        check_finite: raise on NaN/Inf entries (one reduction; optimizers that already checked
-            their gradients pass False).
+        check_finite: raise on NaN/Inf entries (one reduction and a read-back to the host, which waits
+            for the device; optimizers that already checked their gradients pass False).
+        overwrite: ``x`` is scratch the caller no longer needs: the iteration may use its memory (one
+            copy of x less). Otherwise x is never modified.
 
     Returns:
         A tensor of x's shape and dtype.
@@ -135,7 +138,7 @@ def polar(
     work_dtype = iteration_dtype(x, method, dtype)
     batch = x.reshape(-1, m, n).to(work_dtype)
     # A conversion made a copy the iteration may overwrite (the first scaling then runs in place).
-    fresh = batch.dtype != x.dtype
+    fresh = overwrite or batch.dtype != x.dtype
 
     if min(m, n) == 1 and method != "svd":
         # A single row or column: U Vᵀ = x/‖x‖ exactly (and 0 for x = 0); no iteration needed.
@@ -152,7 +155,7 @@ def polar(
         out = out if m <= n else out.mT
     if refine:
         wide = out if m <= n else out.mT
-        wide = it.cubic_iteration(wide, refine)
+        wide = it.cubic_iteration(wide, refine, overwrite=True)
         out = wide if m <= n else wide.mT
     return out.reshape(x.shape).to(x.dtype)
 
@@ -169,17 +172,18 @@ def _polar_polynomial(
     x: torch.Tensor, method: str, steps: int | None, coefficients: Sequence[float] | None, eps: float, fresh: bool
 ) -> torch.Tensor:
     if method == "cubic":
-        return it.cubic_iteration(it.normalize(x, eps, fresh=fresh), it.CUBIC_STEPS if steps is None else steps)
+        return it.cubic_iteration(it.normalize(x, eps, fresh=fresh), it.CUBIC_STEPS if steps is None else steps, overwrite=True)
     gram_form = uses_gram_form(x.shape[-2], x.shape[-1], x.dtype)
     if method == "polar_express_gram_norm":
         schedule = it.gram_norm_schedule(it.GRAM_NORM_STEPS if steps is None else steps)
         x0, gram = it.normalize_by_gram(x, eps, it.GRAM_NORM_SAFETY, fresh=fresh)
-        iterate = it.gram_quintic_iteration if gram_form else it.quintic_iteration
-        return iterate(x0, schedule, gram=gram)
+        if gram_form:
+            return it.gram_quintic_iteration(x0, schedule, gram=gram)
+        return it.quintic_iteration(x0, schedule, gram=gram, overwrite=True)
     if method == "newton_schulz":
         schedule = it.constant_schedule(coefficients or it.KELLER_COEFFICIENTS, it.KELLER_STEPS if steps is None else steps)
         x0 = it.normalize(x, eps, fresh=fresh)
-        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
+        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule, overwrite=True)
     steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
     if coefficients is not None:
         schedule, safety = it.constant_schedule(coefficients, steps), 1.0
@@ -187,7 +191,7 @@ def _polar_polynomial(
         schedule, safety = it.polar_express_schedule(steps), it.POLAR_EXPRESS_SAFETY
     x0 = it.normalize(x, eps, safety, fresh=fresh)
     if method == "polar_express":
-        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule)
+        return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule, overwrite=True)
     # Gram NS: restart halfway in half precision, where Q and R drift fastest.
     restart = 3 if x.dtype in (torch.bfloat16, torch.float16) else None
     return it.gram_quintic_iteration(x0, schedule, restart_every=restart)

@@ -94,7 +94,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ``adamw_eps``, ``adamw_weight_decay`` (the AdamW part; Keller Jordan's auxiliary Adam by
     default), ``tensor_layout`` (``"flatten"`` or ``"batch"`` for ≥ 3-D tensors), ``num_heads``,
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
-    ``"raise"``) and ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh).
+    ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh),
+    ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`) and ``compile``
+    (torch.compile the matrix transform).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         on_nonfinite: str = "skip",
         distributed="auto",
         max_scratch_bytes: int | None = None,
+        compile: bool = False,
     ) -> None:
         if _DISTRIBUTION_FACTORY is None:
             raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
@@ -124,8 +127,16 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         ):
             raise ValueError(f"max_scratch_bytes must be None or a positive int (bytes), got {max_scratch_bytes!r}")
         self.max_scratch_bytes = max_scratch_bytes
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be a bool, got {compile!r}")
+        # The matrix transform is where the flops are and it is a pure function of one batch: compiled, it
+        # fuses the iteration's elementwise work. The rest of the step keeps Python-int step counts (exact
+        # resume), which a compiled step would specialize on and recompile for at every step.
+        self._compiled_transform = torch.compile(self.transform) if compile else None
         # id(local shard) -> its parameter, for the step in progress (state is keyed by the parameter)
         self._param_of: dict[int, torch.Tensor] = {}
+        # True while compute_updates calls transform on a batch nobody reads afterwards (see _polar)
+        self.may_overwrite_batch = False
         defaults = dict(
             defaults,
             adamw_lr=adamw_lr,
@@ -377,13 +388,14 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         cost = [pl.block_flops(pl.block_shapes(p.shape, group)) for p in params]
         limit = self._distribution.chunk_bytes(group, self.scratch_budget(group, params))
         wire = wire_dtype(group, grads)
+        scratch = self.inputs_are_scratch(group)
         for chunk in plan_chunks(params, group, limit):
             chunk_params = [local_params[i] for i in chunk]
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
             updates = self._distribution.map_matrices(
                 group,
-                lambda whole: self.compute_updates(whole, group),
+                lambda whole: self.compute_updates(whole, group, inputs_are_scratch=scratch),
                 inputs,
                 [params[i] for i in chunk],
                 [cost[i] for i in chunk],
@@ -428,14 +440,18 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         torch._foreach_add_(params, updates, alpha=-lr)
 
-    def compute_updates(self, inputs: list[torch.Tensor], group: dict) -> list[torch.Tensor]:
+    def compute_updates(
+        self, inputs: list[torch.Tensor], group: dict, *, inputs_are_scratch: bool = False
+    ) -> list[torch.Tensor]:
         """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
 
         Each input is cut into blocks (:func:`muonlab.optim.pipeline.to_blocks`); blocks of equal
         (m, n, dtype, device) across all inputs are concatenated into one (B, m, n) batch and
         transformed by one :meth:`transform` call, then multiplied by the shape scale s(m, n) of
         ``group["adjust_lr_fn"]`` and reassembled. Pure: no optimizer state is read or written,
-        and ``inputs`` are not modified — the function the distribution runs on each matrix's owner.
+        and ``inputs`` are not modified unless ``inputs_are_scratch`` (the step passes it when its moment
+        inputs are new tensors, so that the iteration may use their memory) — the function the
+        distribution runs on each matrix's owner.
         """
         blocks = [pl.to_blocks(x, group) for x in inputs]
         buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
@@ -447,7 +463,11 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         for (rows, cols, _, _), idx in buckets.items():
             parts = [blocks[i][j] for i, j in idx]
             batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-            out = self.transform(batch, group)
+            # The transform may overwrite a batch that is a fresh concatenation, or the scratch inputs
+            # themselves (a view of one input is its only block here when the input is whole).
+            self.may_overwrite_batch = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
+            out = (self._compiled_transform or self.transform)(batch, group)
+            self.may_overwrite_batch = False
             scale = pl.shape_scale(rows, cols, rule)
             if scale != 1.0:
                 # In place unless the transform handed back its input (Ψ₁ is the identity).
@@ -496,8 +516,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             steps.append(state["step"])
         return steps
 
-    @staticmethod
-    def _polar(x: torch.Tensor, group: dict, eps: float = 0.0) -> torch.Tensor:
+    def _polar(self, x: torch.Tensor, group: dict, eps: float = 0.0, overwrite: bool = False) -> torch.Tensor:
+        """polar(x) with the group's method settings. ``overwrite=True`` lets the iteration use x's memory:
+        pass it (as ``self.may_overwrite_batch``) only from a transform that does not read x afterwards."""
         steps = group.get("ns_steps", group.get("steps"))
         return polar(
             x,
@@ -507,7 +528,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             coefficients=group.get("ns_coefficients"),
             eps=eps,
             check_finite=False,
+            overwrite=overwrite,
         )
+
+    def inputs_are_scratch(self, group: dict) -> bool:
+        """Whether :meth:`spectral_inputs` returns new tensors (True) rather than state or gradients (False):
+        the transform may then use their memory."""
+        return False
 
 
 # Scratch a step may use on top of 3× the largest matrix (see SpectralOptimizer.scratch_budget).

@@ -55,6 +55,14 @@ class Muon(SpectralOptimizer):
         num_heads, split_sizes: orthogonalize row blocks separately (per-head attention projections;
             fused QKV: ``split_sizes`` along dim 0, each section split into ``num_heads``). Per group.
         on_nonfinite: ``"skip"`` (warn, leave everything untouched) or ``"raise"``.
+        max_scratch_bytes: working memory one step may use on top of parameters, gradients and state.
+            The step transforms and applies the matrices chunk by chunk, batching same-shape matrices up to
+            a fifth of this (a batch has at most about five copies of itself alive); a matrix larger than that
+            is done alone (two to four copies). Default: 3× the largest matrix (fp32) + 16 MiB — measured
+            peaks in BENCHMARKS.md. Larger values batch more (fewer, larger kernels), smaller use less memory.
+        compile: ``torch.compile`` the matrix transform (the polar iteration of each batch): compiled once
+            per batch shape; the rest of the step stays eager. To compile a whole training step instead, see
+            the README ("torch.compile").
         distributed: ``"auto"`` (default): DTensor parameters (FSDP2) are orthogonalized whole on one
             owner rank each; plain parameters with an initialized process group (DDP) have their
             matrix work split across ranks and all-gathered. ``"none"``: single process. A
@@ -115,5 +123,8 @@ class Muon(SpectralOptimizer):
             return torch._foreach_lerp(grads, bufs, momentum)
         return bufs
 
+    def inputs_are_scratch(self, group):
+        return group["nesterov"]  # (1 − μ)G + μM is a new tensor; M itself is state
+
     def transform(self, x, group):
-        return self._polar(x, group, eps=group["eps"])
+        return self._polar(x, group, eps=group["eps"], overwrite=self.may_overwrite_batch)

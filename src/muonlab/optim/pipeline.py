@@ -187,6 +187,10 @@ _FUSED_DEVICES = ("cpu", "cuda")
 
 
 def _fusable(*tensors: torch.Tensor) -> bool:
+    # Under torch.compile the foreach ops are traced and fused by the compiler; the fused kernel is an
+    # opaque mutating op on step tensors made inside the graph, which functionalization refuses.
+    if torch.compiler.is_compiling():
+        return False
     first = tensors[0]
     return first.device.type in _FUSED_DEVICES and all(
         type(t) in (torch.Tensor, torch.nn.Parameter) and t.dtype == first.dtype and t.device == first.device
