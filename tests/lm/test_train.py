@@ -114,3 +114,43 @@ def test_cuda_bf16_training_with_qk_clip(tmp_path):
     res = train(cfg_for(tmp_path, corpus, device="cuda", optimizer="muon", attention="mla", qk_clip=5.0, steps=8))
     assert all(torch.isfinite(torch.tensor(res["train_losses"])))
     assert max(res["max_attn_logit_after_step"]) <= 5.0 * (1 + 1e-2)   # bf16 rounding of the re-measured logits
+
+
+def test_an_unwritable_out_fails_before_training_in_one_line(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=2, words=20)
+    (tmp_path / "file").write_text("x")
+    for bad in ("/proc/muonlab_x", str(tmp_path / "file"), str(tmp_path / "file" / "sub")):
+        steps = []
+        with pytest.raises(TrainError, match="--out"):
+            train(cfg_for(tmp_path, corpus, out=bad), on_step=lambda s, loss: steps.append(s))
+        assert steps == []                                          # no step ran
+    assert cli_main(["train", "--steps", "5", "--out", "/proc/muonlab_x", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/proc/muonlab_x" in err
+
+
+def test_resume_may_lengthen_a_finished_run_and_says_how_the_lr_continues(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    first = train(cfg_for(tmp_path, corpus, steps=4, optimizer="muon"))
+    assert first["files"] == ["results.json", "loss.png", "max_logit.png", "checkpoint.pt"]
+    assert all((tmp_path / "run" / f).exists() for f in first["files"])
+    capsys.readouterr()
+    longer = train(cfg_for(tmp_path, corpus, steps=8, optimizer="muon", resume=True))
+    log = capsys.readouterr().out
+    assert "resuming at step 4 with --steps 8" in log and "recomputed for 8 steps" in log
+    assert longer["steps_done"] == 8 and longer["train_losses"][:4] == first["train_losses"]
+    assert longer["val_steps"][-1] == 8
+    with pytest.raises(TrainError, match="below the checkpoint's step 8"):
+        train(cfg_for(tmp_path, corpus, steps=6, optimizer="muon", resume=True))
+    with pytest.raises(TrainError, match="different configuration.*batch_size"):   # still refused
+        train(cfg_for(tmp_path, corpus, steps=10, batch_size=2, optimizer="muon", resume=True))
+
+
+def test_short_runs_evaluate_often_enough_for_a_curve(tmp_path):
+    from muonlab.tasks.lm.train import auto_eval_every
+
+    assert [auto_eval_every(s) for s in (1, 5, 30, 500, 5000)] == [1, 1, 3, 50, 50]
+    corpus = write_corpus(tmp_path / "corpus")
+    res = train(cfg_for(tmp_path, corpus, steps=10, eval_every=None, record_logits=False))
+    assert res["val_steps"] == list(range(1, 11))
+    assert res["files"] == ["results.json", "loss.png", "checkpoint.pt"]
