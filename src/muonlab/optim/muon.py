@@ -34,7 +34,10 @@ class Muon(SpectralOptimizer):
     Args (torch.optim.Muon's, same order and meaning):
         params: parameters, param-group dicts (e.g. from :func:`muonlab.param_groups`, which sets each
             group's ``"kind"``) or ``model.named_parameters()``.
-        lr: learning rate of the spectral part (default 1e-3, as torch.optim.Muon).
+        lr: learning rate of the spectral part (default 1e-3, torch.optim.Muon's, kept so that a drop-in
+            changes nothing). With the default shape scale every matrix moves by a spectral-norm step of
+            lr·√max(1, A/B) per step, so 1e-3 trains very slowly from scratch: Keller Jordan's runs and the
+            README's examples use 0.02. The AdamW part has its own lr (``adamw_lr``, 3e-4).
         weight_decay: decoupled decay λ of the spectral part, W ← (1 − ηλ)W with the unscaled lr (0.1).
         momentum: μ (0.95).  nesterov: use (1 − μ)G + μM (True).
         ns_coefficients, ns_steps: when given (and ``method`` is not), Muon runs exactly that
