@@ -179,7 +179,7 @@ def markdown_table(table: list[dict], s: dict, spearman) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(best: dict, path: Path, target) -> None:
+def plot_curves(best: dict, path: Path, target, title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,7 +194,10 @@ def plot_curves(best: dict, path: Path, target) -> None:
     if target is not None and math.isfinite(target):
         ax.axhline(target, color="k", ls="--", lw=0.8, label="AdamW final")
     ax.set_xlabel("step")
+    ax.set_xlim(left=0)  # every run starts from the same initial model's loss at step 0
     ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title or "Validation loss of each optimizer at its best lr (legend: lr), same model and batches",
+                 fontsize=9)
     finite = [v for r in best.values() for v in r["val_losses"] if v is not None and math.isfinite(v)]
     if finite:
         ax.set_ylim(min(finite) - 0.05, min(max(finite), min(finite) + 1.5))

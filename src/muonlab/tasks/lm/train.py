@@ -412,6 +412,11 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
             save_checkpoint(ckpt_path, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()))
         par.barrier()
 
+    if start == 0 and not history["val_steps"]:
+        # the initial model's validation loss: every curve starts at step 0 from the same point (one extra
+        # evaluation; gradient-free on fixed batches, so the training trajectory is unchanged)
+        history["val_steps"].append(0)
+        history["val_losses"].append(evaluate(model, val_batches, device))
     tokens_per_step = cfg.batch_size * block * par.world_size
     model.train()
     interrupted = diverged = False
