@@ -103,16 +103,17 @@ def run(args) -> dict:
           flush=True)
     from tqdm import tqdm
 
+    show_bar = getattr(args, "progress", True)  # --no-progress silences the bar
     runs = []
     if s["workers"] > 1:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(s["workers"], mp_context=mp.get_context("spawn")) as pool:
-            for r in tqdm(pool.map(_one_run, jobs), total=len(jobs), desc="lm-compare"):
+            for r in tqdm(pool.map(_one_run, jobs), total=len(jobs), desc="lm-compare", disable=not show_bar):
                 runs.append(r)
     else:
         torch.set_num_threads(1)
-        for job in tqdm(jobs, desc="lm-compare"):
+        for job in tqdm(jobs, desc="lm-compare", disable=not show_bar):
             runs.append(_one_run(job))
 
     def score(r):
