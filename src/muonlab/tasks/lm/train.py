@@ -523,7 +523,10 @@ def plot_results(results: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(results["train_steps"], results["train_losses"], lw=0.8, alpha=0.6, label="train")
+    # the loss recorded for step s is measured before that step's update, on the model after s - 1 updates: plot it
+    # at s - 1, the x of the validation loss of the same model
+    ax.plot([s - 1 for s in results["train_steps"]], results["train_losses"], lw=0.8, alpha=0.6,
+            label="train (batch loss before the update)")
     ax.plot(results["val_steps"], results["val_losses"], "o-", ms=3, label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
