@@ -155,3 +155,18 @@ def test_short_runs_evaluate_often_enough_for_a_curve(tmp_path):
     res = train(cfg_for(tmp_path, corpus, steps=10, eval_every=None, record_logits=False))
     assert res["val_steps"] == list(range(0, 11))
     assert res["files"] == ["results.json", "loss.png", "checkpoint.pt"]
+
+
+def test_every_train_option_says_what_it_does_and_its_default():
+    import argparse
+
+    from muonlab.tasks.lm.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 25
+    missing = [a.option_strings[0] for a in options if not a.help or "default" not in a.help]
+    assert missing == []
+    text = parser.format_help()          # %-formatting of every help string works
+    assert "(default: 500)" in text and "(default: runs/lm)" in text

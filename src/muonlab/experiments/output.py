@@ -63,6 +63,21 @@ def prepare_directory(out: str | os.PathLike) -> Path:
     return path
 
 
+def prepare_file(out: str | os.PathLike, option: str = "--out") -> Path:
+    """For a command that writes one file at the end (the benchmarks' JSON): check before any work that ``out`` is
+    not a folder and that its folder can be created and written (a probe file); raise OutputError otherwise."""
+    path = Path(out).expanduser().resolve()
+    if path.is_dir():
+        raise OutputError(f"{option} {path} is a directory; expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=".muonlab-write-probe-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
 def _make_temp_sibling(parent: Path, prefix: str) -> Path:
     """``tempfile.mkdtemp`` creates 0o700 folders; a result folder should get the ordinary permissions
     (0o777 minus the umask, as ``mkdir`` gives), so it is created with ``os.mkdir`` under a unique name."""

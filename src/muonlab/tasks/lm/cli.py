@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder: checkpoint.pt, results.json, loss.png, max_logit.png; checked before "
                         "training starts (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt with the same flags (--steps may grow; see --steps)")
+                   help="continue from OUT/checkpoint.pt with the same flags (--steps may grow; see --steps) "
+                        "(default: a fresh run, which refuses an OUT that holds a checkpoint)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar)")
 
 
