@@ -55,7 +55,7 @@ def test_quadreg_rows_use_the_relative_gap_of_the_plot():
     claim = QUADREG_SECTION.summarize({"quadreg": payload}, True).claims[0]
     assert claim.holds == "yes"
     assert "(f − f*)/(f(X₀) − f*)" in claim.ours and "polargrad 0.0001 (lr 1e-06)" in claim.ours
-    assert "adam 1e-06" in claim.ours and "adam passes below PolarGrad's level on the way" in claim.ours
+    assert "adam 1e-06" in claim.ours and "adam passes below PolarGrad's final level on the way but does not" in claim.ours
 
 
 def test_stage_lines_count_stages_and_scale_the_estimate_by_the_speed_so_far():

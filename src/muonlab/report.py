@@ -215,9 +215,11 @@ def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
     if {"polargrad", "muon", "adam"} <= set(gaps):
         wins = gaps["polargrad"] < min(gaps["muon"], gaps["adam"])
         dips = [n for n in ("muon", "adam") if bests[n]["errors"] and min(bests[n]["errors"]) < gaps["polargrad"]]
-        dip_text = (f" (the verdict compares final gaps: {' and '.join(dips)} pass{'es' if len(dips) == 1 else ''} "
-                    "below PolarGrad's level on the way but do not stay there — a constant lr without nuclear-norm "
-                    "scaling keeps moving at the floor)") if dips else ""
+        one = len(dips) == 1
+        dip_text = (f" (the verdict compares final gaps: {' and '.join(dips)} pass{'es' if one else ''} below "
+                    f"PolarGrad's final level on the way but {'does' if one else 'do'} not stay there — their "
+                    "normalized steps do not shrink with the gradient, so at a constant lr they keep moving near the "
+                    "optimum)") if dips else ""
         claims.append(Claim(
             "PolarGrad reaches a lower objective than Muon and Adam on matrix quadratic regression.",
             "Work B: PolarGrad (lr 4e-8) converges fastest; Muon (lr 0.1) and Adam (lr 0.05) stall higher after 4000 steps.",
