@@ -130,8 +130,19 @@ def test_a_vocabulary_sized_last_linear_is_guessed_even_when_its_width_is_read_e
             self.out = nn.Linear(8, 32)
 
     routes = {r.name: r for r in route(LM())}
-    assert routes["out.weight"].kind == "head" and "match the embedding's vocabulary" in routes["out.weight"].reason
+    assert routes["out.weight"].kind == "head" and "a vocabulary projection" in routes["out.weight"].reason
     assert routes["up.weight"].kind == routes["down.weight"].kind == "matrix"
+
+
+def test_a_table_whose_sizes_are_equal_matches_no_layer():
+    class Body(nn.Module):    # a width-16 model with a 16-row position table and no head: nothing is guessed
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Embedding(16, 16)
+            self.fc = nn.Linear(16, 64)
+            self.proj = nn.Linear(64, 16)
+
+    assert not any(r.guessed for r in route(Body()))
 
 
 def test_no_guess_when_a_head_is_named_tied_or_overridden_or_the_last_layer_feeds_another():

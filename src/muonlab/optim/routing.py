@@ -10,7 +10,8 @@ so routing looks at the modules that own each parameter. Rules, first match wins
 5. owned by a module named like a head (``head_names``, or ending in ``_head``) → ``"head"``;
 6. **guessed output layer** (only when no parameter is a head by rules 1, 3 or 5, and ``guess_head=True``): the weight of the
    *last* ``nn.Linear`` in registration order → ``"head"`` when either
-   a. its ``out_features`` equals the ``num_embeddings`` of an embedding in the model (a vocabulary projection), or
+   a. it maps an embedding's width back to that embedding's rows (``in_features == embedding_dim`` and
+      ``out_features == num_embeddings != embedding_dim``: a vocabulary projection, untied), or
    b. no other ``nn.Linear`` takes ``out_features`` inputs (its output feeds no further linear layer: the logits of
       ``nn.Sequential(..., nn.Linear(128, 10))``);
 7. a conv filter → ``"matrix"``, flattened to (out, in·k…);
@@ -19,8 +20,9 @@ so routing looks at the modules that own each parameter. Rules, first match wins
 
 Why rule 6 looks only at the last Linear: a hidden layer's outputs are always some layer's inputs, so a Linear whose
 width no other Linear reads is an output; but widths coincide (vocab 512 = 4 × d_model 128 makes an MLP's up-projection
-look like a vocabulary projection), so the guess is confined to the one layer that output layers almost always are, the
-last one registered. A model that registers its head first, or ends with a layer whose width happens to match another
+look like a vocabulary projection; a 16-row position table of a width-16 model matches every width-16 layer), so the
+guess is confined to the one layer that output layers almost always are, the last one registered, and rule a asks for
+both of the embedding's sizes. A model that registers its head first, or ends with a layer whose width happens to match another
 Linear's input (e.g. ``nn.Linear(16, 16)`` after ``nn.Linear(16, 16)``), is not recognised: name the module ``head``
 (or pass ``head_names``), or say it with ``overrides={"fc.weight": "head"}``. Guessed routes are marked ``guessed``
 and :func:`explain` lists them with the override that undoes them (``overrides={"NAME": "matrix"}``, or
@@ -166,9 +168,10 @@ def _guess_output_layer(model: nn.Module) -> tuple[torch.Tensor, str] | None:
         return None
     name, last = linears[-1]
     what = f"last nn.Linear {name or '<root>'!r}"
-    vocab = sorted({m.num_embeddings for m in model.modules() if isinstance(m, EMBEDDING_TYPES)})
-    if last.out_features in vocab:
-        return last.weight, f"{what}, its {last.out_features} outputs match the embedding's vocabulary"
+    tables = {(m.embedding_dim, m.num_embeddings) for m in model.modules() if isinstance(m, EMBEDDING_TYPES)}
+    if (last.in_features, last.out_features) in tables and last.in_features != last.out_features:
+        return last.weight, (f"{what} maps the embedding's width {last.in_features} to its {last.out_features} rows "
+                             "(a vocabulary projection)")
     if all(m.in_features != last.out_features for _, m in linears[:-1]):
         return last.weight, f"{what}, its {last.out_features} outputs feed no other Linear"
     return None
