@@ -4,6 +4,10 @@ The inputs are those of PyTorch's OptimizerInfo for Muon (``get_error_inputs_for
 torch/testing/_internal/common_optimizers.py, written out here because importing that module needs
 ``expecttest``). Each case is run through torch.optim.Muon *and* muonlab.Muon on fresh objects (torch's
 add_param_group fills the dicts it is given in place), and muonlab's message must contain torch's.
+
+Two of torch's Muon-specific inputs differ on purpose: a 3-D parameter (torch: "Muon only supports 2D parameters";
+muonlab flattens or batches it, README) and a complex parameter (torch: RuntimeError at the first step; muonlab:
+ValueError naming the parameter at construction, before any work).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def _cases():
         "group without names after one with": ([{"params": [("weight", b)]}, {"params": [a]}], {}),
         "empty parameter list": ([], {}),
         "non-leaf tensor": ([a * 2], {}),
+        "unknown adjust_lr_fn (torch's Muon-specific input)": ([a], {"adjust_lr_fn": "arbitrary"}),
     }
 
 

@@ -105,8 +105,9 @@ class Muon(SpectralOptimizer):
         if not isinstance(group["nesterov"], bool):
             raise ValueError(f"{where}nesterov must be a bool, got {group['nesterov']!r}")
         if group["adjust_lr_fn"] is not None and group["adjust_lr_fn"] not in pl.ADJUST_LR_FNS:
-            raise ValueError(
-                f"{where}adjust_lr_fn must be None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {group['adjust_lr_fn']!r}"
+            raise ValueError(  # torch.optim.Muon's sentence first, then what muonlab accepts
+                f"{where}Adjust learning rate function {group['adjust_lr_fn']} is not supported: adjust_lr_fn must be "
+                f"None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {group['adjust_lr_fn']!r}"
             )
         check_polar_method(group, where)
 
