@@ -36,7 +36,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, opti
     assert (out / "checkpoint.pt").exists() and not list(out.glob("*.tmp"))
     resumed = train(cfg_for(tmp_path, corpus, resume=True, **kw))
     assert resumed["train_losses"] == full["train_losses"]            # bitwise equal curves
-    assert resumed["val_losses"] == full["val_losses"] and resumed["val_steps"] == [2, 4, 6]
+    assert resumed["val_losses"] == full["val_losses"] and resumed["val_steps"] == [0, 2, 4, 6]
     assert resumed["max_attn_logit_after_step"] == full["max_attn_logit_after_step"]
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
@@ -50,9 +50,10 @@ def test_results_file_and_training_reduces_the_loss(tmp_path):
     for key in ("final_val_loss", "train_losses", "train_steps", "val_losses", "val_steps", "tokens_per_s",
                 "max_attn_logit_after_step"):
         assert key in data
-    assert data["val_steps"] == [10, 20] and len(data["max_attn_logit_after_step"]) == 20
+    assert data["val_steps"] == [0, 10, 20] and len(data["max_attn_logit_after_step"]) == 20
     assert max(data["max_attn_logit_after_step"]) <= 50.0 * (1 + 1e-5)
-    assert res["final_val_loss"] < res["val_losses"][0] < 5.55  # below log(257) and still falling
+    assert res["val_losses"][0] == pytest.approx(5.55, abs=0.3)   # the initial model: about log(257)
+    assert res["final_val_loss"] < res["val_losses"][1] < 5.55  # below log(257) and still falling
     assert (tmp_path / "run" / "loss.png").exists() and (tmp_path / "run" / "max_logit.png").exists()
 
 
@@ -114,3 +115,58 @@ def test_cuda_bf16_training_with_qk_clip(tmp_path):
     res = train(cfg_for(tmp_path, corpus, device="cuda", optimizer="muon", attention="mla", qk_clip=5.0, steps=8))
     assert all(torch.isfinite(torch.tensor(res["train_losses"])))
     assert max(res["max_attn_logit_after_step"]) <= 5.0 * (1 + 1e-2)   # bf16 rounding of the re-measured logits
+
+
+def test_an_unwritable_out_fails_before_training_in_one_line(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=2, words=20)
+    (tmp_path / "file").write_text("x")
+    for bad in ("/proc/muonlab_x", str(tmp_path / "file"), str(tmp_path / "file" / "sub")):
+        steps = []
+        with pytest.raises(TrainError, match="--out"):
+            train(cfg_for(tmp_path, corpus, out=bad), on_step=lambda s, loss: steps.append(s))
+        assert steps == []                                          # no step ran
+    assert cli_main(["train", "--steps", "5", "--out", "/proc/muonlab_x", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/proc/muonlab_x" in err
+
+
+def test_resume_may_lengthen_a_finished_run_and_says_how_the_lr_continues(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    first = train(cfg_for(tmp_path, corpus, steps=4, optimizer="muon"))
+    assert first["files"] == ["results.json", "loss.png", "max_logit.png", "checkpoint.pt"]
+    assert all((tmp_path / "run" / f).exists() for f in first["files"])
+    capsys.readouterr()
+    longer = train(cfg_for(tmp_path, corpus, steps=8, optimizer="muon", resume=True))
+    log = capsys.readouterr().out
+    assert "resuming at step 4 with --steps 8" in log and "recomputed for 8 steps" in log
+    assert longer["steps_done"] == 8 and longer["train_losses"][:4] == first["train_losses"]
+    assert longer["val_steps"][-1] == 8
+    with pytest.raises(TrainError, match="below the checkpoint's step 8"):
+        train(cfg_for(tmp_path, corpus, steps=6, optimizer="muon", resume=True))
+    with pytest.raises(TrainError, match="different configuration.*batch_size"):   # still refused
+        train(cfg_for(tmp_path, corpus, steps=10, batch_size=2, optimizer="muon", resume=True))
+
+
+def test_short_runs_evaluate_often_enough_for_a_curve(tmp_path):
+    from muonlab.tasks.lm.train import auto_eval_every
+
+    assert [auto_eval_every(s) for s in (1, 5, 30, 500, 5000)] == [1, 1, 3, 50, 50]
+    corpus = write_corpus(tmp_path / "corpus")
+    res = train(cfg_for(tmp_path, corpus, steps=10, eval_every=None, record_logits=False))
+    assert res["val_steps"] == list(range(0, 11))
+    assert res["files"] == ["results.json", "loss.png", "checkpoint.pt"]
+
+
+def test_every_train_option_says_what_it_does_and_its_default():
+    import argparse
+
+    from muonlab.tasks.lm.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) > 25
+    missing = [a.option_strings[0] for a in options if not a.help or "default" not in a.help]
+    assert missing == []
+    text = parser.format_help()          # %-formatting of every help string works
+    assert "(default: 500)" in text and "(default: runs/lm)" in text

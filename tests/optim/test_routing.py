@@ -100,3 +100,71 @@ def test_routing_errors():
         param_groups(TinyNet(), overrides={"*": "bias"})
     with pytest.raises(ValueError, match="stack_layout"):
         param_groups(TinyNet(), stack_layout="heads")
+
+
+def _mlp(*widths, final=None):
+    layers = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1], *([final] if final is not None else []))
+
+
+def test_the_output_layer_of_a_sequential_is_guessed_as_the_head():
+    model = _mlp(784, 128, 64, 10)
+    routes = {r.name: r for r in route(model)}
+    assert routes["4.weight"].kind == "head" and routes["4.weight"].guessed
+    assert "10 outputs feed no other Linear" in routes["4.weight"].reason
+    assert [n for n, r in routes.items() if r.kind == "matrix"] == ["0.weight", "2.weight"]
+    assert not any(r.guessed for n, r in routes.items() if n != "4.weight")
+    groups = param_groups(model)
+    assert [g["param_names"] for g in groups if g["kind"] == "head"] == [["4.weight"]]
+
+
+def test_a_vocabulary_sized_last_linear_is_guessed_even_when_its_width_is_read_elsewhere():
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(32, 8)
+            self.up = nn.Linear(8, 32)        # an MLP width equal to the vocabulary: not last, not guessed
+            self.down = nn.Linear(32, 8)
+            self.out = nn.Linear(8, 32)
+
+    routes = {r.name: r for r in route(LM())}
+    assert routes["out.weight"].kind == "head" and "a vocabulary projection" in routes["out.weight"].reason
+    assert routes["up.weight"].kind == routes["down.weight"].kind == "matrix"
+
+
+def test_a_table_whose_sizes_are_equal_matches_no_layer():
+    class Body(nn.Module):    # a width-16 model with a 16-row position table and no head: nothing is guessed
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Embedding(16, 16)
+            self.fc = nn.Linear(16, 64)
+            self.proj = nn.Linear(64, 16)
+
+    assert not any(r.guessed for r in route(Body()))
+
+
+def test_no_guess_when_a_head_is_named_tied_or_overridden_or_the_last_layer_feeds_another():
+    assert not any(r.guessed for r in route(TinyNet()))                       # named head
+    assert not any(r.guessed for r in route(TinyNet(tie=True)))               # tied
+    square = _mlp(16, 16, 16)                                                 # last width read by the first layer
+    assert {r.kind for r in route(square) if r.param.dim() == 2} == {"matrix"}
+    model = _mlp(20, 16, 3)
+    assert _kinds(model, guess_head=False)["2.weight"] == "matrix"
+    assert _kinds(model, overrides={"2.weight": "matrix"})["2.weight"] == "matrix"
+    # a head given explicitly elsewhere suppresses the guess entirely
+    kinds = _kinds(model, overrides={"0.weight": "head"})
+    assert kinds["0.weight"] == "head" and kinds["2.weight"] == "matrix"
+    frozen_last = _mlp(20, 16, 3)
+    frozen_last[2].requires_grad_(False)                  # a frozen output layer: the layer before it stays hidden
+    assert _kinds(frozen_last)["0.weight"] == "matrix"
+
+
+def test_explain_marks_guessed_routes_and_says_how_to_override_them():
+    text = muonlab.explain(_mlp(12, 8, 4), file=None)
+    assert "head (guessed)" in text
+    note = text.splitlines()[-1]
+    assert note.startswith("guessed: 2.weight") and "overrides={'2.weight': 'matrix'}" in note
+    assert "guess_head=False" in note
+    assert "guessed" not in muonlab.explain(TinyNet(), file=None)

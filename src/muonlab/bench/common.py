@@ -197,8 +197,20 @@ def write_json(path: str, payload: dict) -> None:
         raise
 
 
+def check_out(out: str) -> None:
+    """Fail before any work, in one line (exit 2), when the JSON file cannot be written."""
+    from muonlab.cli import CLIError
+    from muonlab.experiments.output import OutputError, prepare_file
+
+    try:
+        prepare_file(out)
+    except OutputError as err:
+        raise CLIError(str(err)) from None
+
+
 def run_and_report(run: Callable[[object], dict], report: Callable[[dict], str], args) -> int:
-    """The body of a bench's ``main``: run, print the table, write the JSON to ``args.out``."""
+    """The body of a bench's ``main``: check ``args.out``, run, print the table, write the JSON to ``args.out``."""
+    check_out(args.out)
     result = run(args)
     print(report(result))
     write_json(args.out, result)

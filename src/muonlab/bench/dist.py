@@ -225,7 +225,10 @@ def format_table(table: list[dict]) -> str:
 
 
 def main(args) -> int:
+    from muonlab.bench.common import check_out
+
     settings = _settings(args)
+    check_out(args.out)
     table = run(settings, timeout=args.timeout)
     print(format_table(table))
     payload = {

@@ -39,7 +39,23 @@ def _lm_summary(payloads: dict, quick: bool) -> SectionResult:
                             "yes" if table["msgd"]["rank_ours_among_D"] == n else "no"))
     note = (f"Model `{p['settings']['model']}`, {p['settings']['steps']} steps; lr grid ×{p['settings']['lr_grid']}. "
             + ("Quick mode: one lr per optimizer and 40 steps, so the ranking is indicative only." if quick else ""))
+    note += _adam_vs_adamw_note(table)
     return SectionResult(claims, ["lm-compare/curves.png"], note)
+
+
+def _adam_vs_adamw_note(table: dict) -> str:
+    """Why the Adam and AdamW rows can coincide: with no weight decay they are one algorithm."""
+    a, w = table.get("adam"), table.get("adamw")
+    if not a or not w or a.get("final_val_loss") is None or w.get("final_val_loss") is None:
+        return ""
+    def at(row):
+        return f"{row['final_val_loss']:.4f}" + (f" at lr {row['best_lr']:.3g}" if row.get("best_lr") else "")
+
+    return (f"\n\n**Adam vs AdamW** (final val loss {at(a)} vs {at(w)}). `adam` is work D's p = 1 member: Ψ₁(X) = U Σ¹ Vᵀ = X, "
+            "so it is plain Adam on the matrices (ε = 1e-8) plus the AdamW part on embeddings and vectors; `adamw` is "
+            "torch's AdamW on every parameter (ε = 1e-10). With the trainer's weight decay 0 (what makes AdamW differ "
+            "from Adam), betas (0.9, 0.95) in both and equal lrs, the two are the same algorithm up to ε, so equal "
+            "rows are expected, not a bug; work D's own 'Adam' baseline is this algorithm too.")
 
 
 def _qk_settings(quick: bool) -> dict:

@@ -123,7 +123,7 @@ def gap_with_gradient_stats(best: list[Run], path: Path, *, title: str, gap_labe
         nuc = run.extra.get("grad_nuclear_norm", [])
         axes[1].plot([i * every for i in range(len(cond))], _positive(cond), color=c, label=label)
         axes[2].plot([i * every for i in range(len(nuc))], _positive(nuc), color=c, label=label)
-    for ax, ylabel in zip(axes, (gap_label, "κ(∇f) = σ_max/σ_min", "‖∇f‖_*")):
+    for ax, ylabel in zip(axes, (gap_label, r"$\kappa(\nabla f) = \sigma_{\max} / \sigma_{\min}$", r"nuclear norm $\|\nabla f\|_*$")):
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)

@@ -120,7 +120,7 @@ def run_one(
     ``divergence_factor`` × the starting loss stops the run and marks it diverged.
     ``probe(params, grads)`` returns named scalars (or lists) recorded every ``probe_every`` iterations.
     A decaying schedule stops once η_t < ``min_lr_ratio``·η₀ (the iterate can no longer move).
-    ``progress`` (a tqdm bar or None) is advanced by one per step.
+    ``progress`` (a tqdm bar or None) is advanced by one per step, and by the unused budget when the run stops early.
     """
     params = [p.detach().clone().requires_grad_(True) for p in params]
     opt = build_optimizer(optimizer, params, step.lr, **(optimizer_kwargs or {}))
@@ -132,6 +132,7 @@ def run_one(
     diverged = False
     start = time.perf_counter()
     first_loss = None
+    taken = 0  # optimizer steps taken
     for t in range(steps + 1):
         with torch.no_grad():
             loss, grads = task.loss_and_grads(params)
@@ -155,6 +156,7 @@ def run_one(
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+        taken += 1
         if progress is not None:
             progress.update(1)
         if sched is not None:
@@ -162,6 +164,10 @@ def run_one(
             if step.gamma ** (t + 1) < min_lr_ratio:
                 break
     wall = time.perf_counter() - start
+    if progress is not None and taken < steps:
+        # a run that stopped early (tolerance, divergence, schedule floor) skips the rest of its budget, so the bar
+        # (whose total is the sum of budgets) ends at 100% and its time estimate is not inflated by unused budget
+        progress.update(steps - taken)
     every = max(1, math.ceil(len(losses) / max_points))
     if probe is not None:
         extra["probe_every"] = probe_every

@@ -216,7 +216,7 @@ def _run_matfac(args, *, symmetric: bool = False) -> dict:
     sym = "XXᵀ ≈ A" if symmetric else "XYᵀ ≈ A"
     payload = _finish(kind, args, runs, grids, budgets, make_task, aligned,
                       {**shape, "symmetric": symmetric, "dtype": "float64", "start": "random (runs), aligned (trajectories)"},
-                      error_label="‖XYᵀ − A‖_F / ‖A‖_F", task_title=f"matfac {sym}")
+                      error_label=r"$\|XY^\top - A\|_F \,/\, \|A\|_F$", task_title=f"matfac {sym}")
     return payload
 
 

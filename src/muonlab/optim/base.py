@@ -62,7 +62,10 @@ def register_distribution(factory) -> None:
 def check_nonnegative(value: Any, name: str) -> None:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} as a tensor must have exactly one element, got shape {tuple(value.shape)}")
+            # torch.optim's wording ("Tensor lr must be 1-element"), after the group prefix if there is one
+            where, _, key = name.rpartition(": ")
+            where = where + ": " if where else ""
+            raise ValueError(f"{where}Tensor {key} must be 1-element, got shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -149,7 +152,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         )
         self._check_common(defaults, "")
         if isinstance(params, torch.Tensor):
-            raise TypeError("params must be an iterable of tensors or of param-group dicts, got a single Tensor")
+            # torch.optim.Optimizer's type and wording, so that a drop-in behaves the same
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {torch.typename(params)}")
         super().__init__(params, defaults)
         self._distribution.validate(self.param_groups)
 
@@ -197,7 +202,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             raise TypeError("params must be an ordered collection (list), not a set: its order changes between runs")
         params = list(params)
         names = group.get("param_names")
-        if params and isinstance(params[0], tuple):
+        named = [isinstance(p, tuple) for p in params]
+        if any(named) and not all(named):  # torch.optim.Optimizer's error for a mix of (name, tensor) and tensors
+            raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+        if params and all(named):
+            if any(len(p) != 2 for p in params):
+                raise ValueError("named params must be (name, tensor) pairs, as model.named_parameters() gives")
             names = [n for n, _ in params]
             params = [p for _, p in params]
         group["params"] = params

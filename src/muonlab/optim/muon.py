@@ -34,7 +34,10 @@ class Muon(SpectralOptimizer):
     Args (torch.optim.Muon's, same order and meaning):
         params: parameters, param-group dicts (e.g. from :func:`muonlab.param_groups`, which sets each
             group's ``"kind"``) or ``model.named_parameters()``.
-        lr: learning rate of the spectral part (default 1e-3, as torch.optim.Muon).
+        lr: learning rate of the spectral part (default 1e-3, torch.optim.Muon's, kept so that a drop-in
+            changes nothing). With the default shape scale every matrix moves by a spectral-norm step of
+            lr·√max(1, A/B) per step, so 1e-3 trains very slowly from scratch: Keller Jordan's runs and the
+            README's examples use 0.02. The AdamW part has its own lr (``adamw_lr``, 3e-4).
         weight_decay: decoupled decay λ of the spectral part, W ← (1 − ηλ)W with the unscaled lr (0.1).
         momentum: μ (0.95).  nesterov: use (1 − μ)G + μM (True).
         ns_coefficients, ns_steps: when given (and ``method`` is not), Muon runs exactly that
@@ -110,8 +113,9 @@ class Muon(SpectralOptimizer):
         if not isinstance(group["nesterov"], bool):
             raise ValueError(f"{where}nesterov must be a bool, got {group['nesterov']!r}")
         if group["adjust_lr_fn"] is not None and group["adjust_lr_fn"] not in pl.ADJUST_LR_FNS:
-            raise ValueError(
-                f"{where}adjust_lr_fn must be None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {group['adjust_lr_fn']!r}"
+            raise ValueError(  # torch.optim.Muon's sentence first, then what muonlab accepts
+                f"{where}Adjust learning rate function {group['adjust_lr_fn']} is not supported: adjust_lr_fn must be "
+                f"None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {group['adjust_lr_fn']!r}"
             )
         check_polar_method(group, where)
 

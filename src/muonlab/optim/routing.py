@@ -8,9 +8,25 @@ so routing looks at the modules that own each parameter. Rules, first match wins
 3. a weight shared by an embedding and another module (tied input/output) → ``"head"``;
 4. owned by ``nn.Embedding``/``nn.EmbeddingBag`` → ``"embedding"``;
 5. owned by a module named like a head (``head_names``, or ending in ``_head``) → ``"head"``;
-6. a conv filter → ``"matrix"``, flattened to (out, in·k…);
-7. other ≥ 3-D tensors → ``"matrix"``, a batch of their last two dims (``stack_layout``);
-8. other 2-D → ``"matrix"`` (hidden layer).
+6. **guessed output layer** (only when no parameter is a head by rules 1, 3 or 5, and ``guess_head=True``): the weight of the
+   *last* ``nn.Linear`` in registration order → ``"head"`` when either
+   a. it maps an embedding's width back to that embedding's rows (``in_features == embedding_dim`` and
+      ``out_features == num_embeddings != embedding_dim``: a vocabulary projection, untied), or
+   b. no other ``nn.Linear`` takes ``out_features`` inputs (its output feeds no further linear layer: the logits of
+      ``nn.Sequential(..., nn.Linear(128, 10))``);
+7. a conv filter → ``"matrix"``, flattened to (out, in·k…);
+8. other ≥ 3-D tensors → ``"matrix"``, a batch of their last two dims (``stack_layout``);
+9. other 2-D → ``"matrix"`` (hidden layer).
+
+Why rule 6 looks only at the last Linear: a hidden layer's outputs are always some layer's inputs, so a Linear whose
+width no other Linear reads is an output; but widths coincide (vocab 512 = 4 × d_model 128 makes an MLP's up-projection
+look like a vocabulary projection; a 16-row position table of a width-16 model matches every width-16 layer), so the
+guess is confined to the one layer that output layers almost always are, the last one registered, and rule a asks for
+both of the embedding's sizes. A model that registers its head first, or ends with a layer whose width happens to match another
+Linear's input (e.g. ``nn.Linear(16, 16)`` after ``nn.Linear(16, 16)``), is not recognised: name the module ``head``
+(or pass ``head_names``), or say it with ``overrides={"fc.weight": "head"}``. Guessed routes are marked ``guessed``
+and :func:`explain` lists them with the override that undoes them (``overrides={"NAME": "matrix"}``, or
+``guess_head=False`` for none).
 
 Matrix kinds get the spectral update; the other kinds the optimizers' built-in AdamW part.
 ``heads`` asks for per-head orthogonalization: ``{"*.q_proj.weight": 8, "*.qkv.weight":
@@ -43,6 +59,7 @@ class Route:
     kind: str
     reason: str
     options: dict[str, Any] = field(default_factory=dict)
+    guessed: bool = False   # decided by the output-layer heuristic (rule 6), not by a name, a tie or an override
 
 
 def _matches(patterns: Mapping[str, Any] | None, names: list[str]) -> tuple[str, Any] | None:
@@ -59,6 +76,7 @@ def route(
     overrides: Mapping[str, str] | None = None,
     heads: Mapping[str, int | Mapping[str, Any]] | None = None,
     stack_layout: str = "batch",
+    guess_head: bool = True,
 ) -> list[Route]:
     """The routing decision for every trainable parameter of ``model`` (see module docstring)."""
     if not isinstance(model, nn.Module):
@@ -81,13 +99,17 @@ def route(
             if full not in aliases[id(p)]:
                 aliases[id(p)].append(full)
 
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decided = [
+        _route_one(name, p, owners.get(id(p), []), aliases.get(id(p), [name]), head_names, overrides, stack_layout)
+        for name, p in trainable
+    ]
+    guess = _guess_output_layer(model) if guess_head and not any(r.kind == "head" for r in decided) else None
     routes = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        mods = owners.get(id(p), [])
+    for (name, p), route_ in zip(trainable, decided):
         names = aliases.get(id(p), [name])
-        route_ = _route_one(name, p, mods, names, head_names, overrides, stack_layout)
+        if guess is not None and p is guess[0] and route_.kind == "matrix" and not route_.reason.startswith("override"):
+            route_ = Route(name, p, "head", f"guessed output layer: {guess[1]}", guessed=True)
         if route_.kind == "matrix":
             hit = _matches(heads, names)
             if hit is not None:
@@ -136,6 +158,25 @@ def _route_one(name, p, mods, names, head_names, overrides, stack_layout) -> Rou
     return Route(name, p, "matrix", "2-D hidden matrix")
 
 
+def _guess_output_layer(model: nn.Module) -> tuple[torch.Tensor, str] | None:
+    """Rule 6 of the module docstring: (weight, reason) of the last trainable nn.Linear if it looks like the
+    model's output layer, else None."""
+    # frozen Linears count as layers (a frozen head still makes the layer before it hidden); only a trainable
+    # last one can be routed
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears or not linears[-1][1].weight.requires_grad:
+        return None
+    name, last = linears[-1]
+    what = f"last nn.Linear {name or '<root>'!r}"
+    tables = {(m.embedding_dim, m.num_embeddings) for m in model.modules() if isinstance(m, EMBEDDING_TYPES)}
+    if (last.in_features, last.out_features) in tables and last.in_features != last.out_features:
+        return last.weight, (f"{what} maps the embedding's width {last.in_features} to its {last.out_features} rows "
+                             "(a vocabulary projection)")
+    if all(m.in_features != last.out_features for _, m in linears[:-1]):
+        return last.weight, f"{what}, its {last.out_features} outputs feed no other Linear"
+    return None
+
+
 def _is_conv(mods) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for _, m in mods)
 
@@ -144,7 +185,8 @@ def param_groups(model: nn.Module, **kwargs) -> list[dict]:
     """Param-group dicts for any muonlab optimizer: ``"params"``, ``"param_names"``, ``"kind"`` (and
     ``"tensor_layout"``/``"num_heads"``/``"split_sizes"`` where needed), in order of first appearance.
 
-    Keyword arguments are those of :func:`route`: ``head_names``, ``overrides``, ``heads``, ``stack_layout``.
+    Keyword arguments are those of :func:`route`: ``head_names``, ``overrides``, ``heads``, ``stack_layout``,
+    ``guess_head``.
     """
     groups: dict[tuple, dict] = {}
     for r in route(model, **kwargs):
@@ -162,15 +204,28 @@ def param_groups(model: nn.Module, **kwargs) -> list[dict]:
 
 
 def explain(model: nn.Module, *, file: TextIO | None = sys.stdout, **kwargs) -> str:
-    """A table of every parameter: shape, kind, update rule and why. Printed to ``file`` (None: not printed)."""
+    """A table of every parameter: shape, kind, update rule and why. Printed to ``file`` (None: not printed).
+
+    Routes decided by the output-layer guess (rule 6) are marked ``(guessed)`` in the kind column, and a note after
+    the table says how to override each of them."""
     rows = [("parameter", "shape", "kind", "update", "why")]
-    for r in route(model, **kwargs):
+    routes = route(model, **kwargs)
+    for r in routes:
         rows.append(
-            (r.name, "×".join(map(str, r.param.shape)) or "scalar", r.kind, "spectral" if r.kind == "matrix" else "AdamW", r.reason)
+            (r.name, "×".join(map(str, r.param.shape)) or "scalar", r.kind + (" (guessed)" if r.guessed else ""),
+             "spectral" if r.kind == "matrix" else "AdamW", r.reason)
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    guessed = [r.name for r in routes if r.guessed]
+    if guessed:
+        undo = ", ".join(f"{n!r}: 'matrix'" for n in guessed)
+        lines.append(
+            f"guessed: {', '.join(guessed)} routed as the output layer (no module named like a head, no tied "
+            f"embedding). If wrong, pass overrides={{{undo}}} (or guess_head=False) to param_groups/explain; if right, "
+            "name the module 'head' or pass overrides={" + undo.replace("'matrix'", "'head'") + "} to make it explicit."
+        )
     text = "\n".join(lines)
     if file is not None:
         print(text, file=file)

@@ -45,7 +45,8 @@ DEFAULT_LR: dict[str, float] = {
     "adamz": 0.02,
 }
 ADAMW_AUX_LR = 3e-3
-# Config fields that do not change the trajectory: a resume may change them freely.
+# Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
+# (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
 NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads"}
 
 
@@ -75,7 +76,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     steps: int = 500
     seed: int = 0
-    eval_every: int = 50
+    eval_every: int | None = None      # None: auto_eval_every(steps), about 10 evaluations per run, at most every 50
     eval_batches: int = 8
     ckpt_every: int = 100
     qk_clip: float | None = None       # τ; None: no clipping
@@ -96,7 +97,7 @@ class TrainConfig:
         if self.optimizer not in known:
             raise TrainError(f"--optimizer: unknown optimizer {self.optimizer!r}; expected one of {sorted(known)}")
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "ckpt_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
@@ -112,11 +113,20 @@ class TrainConfig:
         return self
 
     @property
+    def eval_interval(self) -> int:
+        return self.eval_every if self.eval_every is not None else auto_eval_every(self.steps)
+
+    @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def trajectory_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in NON_TRAJECTORY_FIELDS}
+
+
+def auto_eval_every(steps: int) -> int:
+    """Evaluate about 10 times per run (so even a 30-step run draws a validation curve), at most every 50 steps."""
+    return max(1, min(50, steps // 10))
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -250,7 +260,15 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
         raise TrainError(f"cannot read checkpoint {path}: {err}") from err
     saved = payload.get("config", {})
     current = cfg.trajectory_dict()
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in current if saved.get(k) != current[k]]
+    # --steps may change (lengthen a finished run): the schedule is then recomputed, see _train. Evaluation
+    # settings do not touch the trajectory either (evaluation is gradient-free on fixed batches).
+    free = {"steps", "eval_every"}
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in current
+             if k not in free and saved.get(k) != current[k]]
+    step = int(payload.get("step", 0))
+    if cfg.steps < step:
+        raise TrainError(f"--steps {cfg.steps} is below the checkpoint's step {step} in {path}; "
+                         f"pass --steps {step} or more")
     if diffs:
         raise TrainError(f"checkpoint {path} was written by a different configuration ("
                          + "; ".join(diffs) + "); use the same flags, or a new --out")
@@ -290,6 +308,12 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
     process per rank under ``torchrun`` (see :mod:`muonlab.distributed.parallel`); rank 0 writes the files."""
     cfg.validate()
     from muonlab.distributed.parallel import setup_parallel
+    from muonlab.experiments.output import OutputError, prepare_directory
+
+    try:  # before any work: a bad --out fails in one line, not after training
+        prepare_directory(cfg.out)
+    except OutputError as err:
+        raise TrainError(str(err)) from None
 
     try:
         par = setup_parallel(cfg.parallel, cfg.device)
@@ -333,6 +357,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
                            world_size=par.world_size)
     val_batches = eval_batches(token_data.val, cfg.batch_size, block, cfg.eval_batches, seed=cfg.seed + 1234)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 20)
+    eval_every = cfg.eval_interval
 
     history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": [],
                "max_attn_logit_after_step": [], "max_attn_logit_per_head": [], "train_time_s": 0.0}
@@ -351,11 +376,24 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
             optimizer.load_state_dict(payload["optimizer"])
         history = payload["history"]
         start = int(payload["step"])
+        # A resume may change --steps. The lr is a pure function of (step, total steps): with a new total the
+        # cosine is recomputed over it and continues from the resume point (the lr jumps to the new curve's value
+        # there); the warm-up keeps the length the run started with. Only an unchanged --steps is an exact resume.
+        saved_steps = int(payload["config"].get("steps", cfg.steps))
+        default_warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, saved_steps // 20)
+        warmup = int(payload.get("warmup", default_warmup))
+        if saved_steps != cfg.steps and par.is_main:
+            before = lr_multiplier(start, saved_steps, warmup, cfg.min_lr_ratio)
+            after = lr_multiplier(start, cfg.steps, warmup, cfg.min_lr_ratio)
+            print(f"muonlab: resuming at step {start} with --steps {cfg.steps} (the checkpoint's run had "
+                  f"{saved_steps}): the lr schedule is recomputed for {cfg.steps} steps, so the lr multiplier at "
+                  f"step {start} goes from {before:.3g} (old schedule) to {after:.3g}", flush=True)
     elif ckpt_path.exists():
         raise TrainError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
 
     def checkpoint(step: int) -> None:
-        meta = {"step": step, "history": history, "config": cfg.trajectory_dict(), "world_size": par.world_size}
+        meta = {"step": step, "history": history, "config": cfg.trajectory_dict(), "world_size": par.world_size,
+                "warmup": warmup}
         if par.kind == "fsdp":
             # Shards via torch.distributed.checkpoint in a folder named after the step; checkpoint.pt (written
             # last, atomically) points at it, so a crash in between leaves the previous pair intact.
@@ -374,6 +412,11 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
             save_checkpoint(ckpt_path, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()))
         par.barrier()
 
+    if start == 0 and not history["val_steps"]:
+        # the initial model's validation loss: every curve starts at step 0 from the same point (one extra
+        # evaluation; gradient-free on fixed batches, so the training trajectory is unchanged)
+        history["val_steps"].append(0)
+        history["val_losses"].append(evaluate(model, val_batches, device))
     tokens_per_step = cfg.batch_size * block * par.world_size
     model.train()
     interrupted = diverged = False
@@ -399,7 +442,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
                 history["max_attn_logit_per_head"].append([round(v, 4) for v in logits.flatten().tolist()])
             if not math.isfinite(loss):
                 diverged = True
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or diverged:
+            if (step + 1) % eval_every == 0 or step + 1 == cfg.steps or diverged:
                 history["val_steps"].append(step + 1)
                 history["val_losses"].append(evaluate(model, val_batches, device) if not diverged else float("nan"))
             if bar is not None:
@@ -430,9 +473,10 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
     if par.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        plots = [] if interrupted else plot_results(results, out)
+        checkpoints = [p.name for p in (ckpt_path, *sorted(out.glob("checkpoint_dcp_step*"))) if p.exists()]
+        results["files"] = ["results.json", *plots, *checkpoints]  # everything this run wrote into out
         write_json(out / "results.json", results)
-        if not interrupted:
-            plot_results(results, out)
     return results
 
 
@@ -471,14 +515,18 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def plot_results(results: dict, out: Path) -> None:
+def plot_results(results: dict, out: Path) -> list[str]:
+    """Write loss.png (and max_logit.png when logits were recorded) into ``out``; return the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(results["train_steps"], results["train_losses"], lw=0.8, alpha=0.6, label="train")
+    # the loss recorded for step s is measured before that step's update, on the model after s - 1 updates: plot it
+    # at s - 1, the x of the validation loss of the same model
+    ax.plot([s - 1 for s in results["train_steps"]], results["train_losses"], lw=0.8, alpha=0.6,
+            label="train (batch loss before the update)")
     ax.plot(results["val_steps"], results["val_losses"], "o-", ms=3, label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
@@ -500,6 +548,8 @@ def plot_results(results: dict, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "max_logit.png", dpi=120)
         plt.close(fig)
+        return ["loss.png", "max_logit.png"]
+    return ["loss.png"]
 
 
 def config_from_dict(d: dict) -> TrainConfig:
