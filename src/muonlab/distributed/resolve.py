@@ -102,7 +102,8 @@ def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: st
             )
         for i, p in enumerate(params):
             layout_of(p, f"{where}, parameter {i}")  # raises on meshes and placements we cannot handle
-        meshes = {id(p.device_mesh): p.device_mesh for p in params}
+        # By equality, not identity: fully_shard without mesh= builds equal meshes, one object per call.
+        meshes = {p.device_mesh: p.device_mesh for p in params}
         if len(meshes) > 1:
             raise ValueError(f"{where} holds DTensor parameters on {len(meshes)} different meshes; use one mesh per group")
         mesh = next(iter(meshes.values()))
