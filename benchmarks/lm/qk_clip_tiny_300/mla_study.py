@@ -11,8 +11,7 @@ import torch
 
 import muonlab.optim.qkclip as Q
 from muonlab.tasks.lm.data import prepare_data, BatchSampler
-from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train, build_model
-from muonlab.experiments.qk_clip import LR_MULTIPLIER
+from muonlab.tasks.lm.train import TrainConfig, train, build_model
 
 out = Path(sys.argv[1])
 res = json.loads((out / "results.json").read_text())
@@ -56,7 +55,7 @@ print(f"  stale run: reported peak {max(stale['max_attn_logit_after_step']):.2f}
 
 # decompose the max logit of each head into the compressed (q_C·k_C) and rotary (q_R·k_R) terms
 x, _ = BatchSampler(token_data.train, s["batch_size"], 128 if s["model"] == "tiny" else 64, seed=99).batch(0)
-for name, d in [("no clip", f"mla_noclip"), ("clip", f"mla_tau{tau:g}"), ("stale", stale_dir.name)]:
+for name, d in [("no clip", "mla_noclip"), ("clip", f"mla_tau{tau:g}"), ("stale", stale_dir.name)]:
     payload = torch.load(out / "runs" / d / "checkpoint.pt", map_location="cpu", weights_only=True)
     mcfg = TrainConfig(model=s["model"], attention="mla", seed=s["seed"])
     model = build_model(mcfg, token_data.vocab_size)

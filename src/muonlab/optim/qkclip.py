@@ -63,8 +63,8 @@ class HeadRows:
 
 # Relative excess over τ that bf16 rounding alone can leave in a re-measured clipped head. bf16 keeps 8 significant
 # bits: unit roundoff u = 2⁻⁸. A logit q·k measured under autocast carries a relative error ≲ 4u (q and k each pass
-# through two roundings: the weight cast and the matmul output; the input is the same for both measurements, since
-# the re-run sees the same input). γ comes from one such measurement and the post-clip value is another, so the
+# through two roundings: the weight cast and the matmul output; this holds for a well-conditioned dot product, as the
+# largest, aligned q·k pair is; the input itself is identical for both measurements, since the re-run sees it too). γ comes from one such measurement and the post-clip value is another, so the
 # post-clip maximum is τ·(1 + e′)/(1 + e) ≤ τ·(1 + 4u)/(1 − 4u) ≈ τ·(1 + 8u) = τ·(1 + 2⁻⁵).
 BF16_TOLERANCE = 8 * 2.0 ** -8
 
