@@ -56,6 +56,36 @@ def check_steps(steps: int | None) -> int | None:
     return steps
 
 
+def check_model(name: str | None) -> str | None:
+    """--model of the LM experiments (lm-compare, qk-clip): a preset of muonlab.tasks.lm.model."""
+    if name is None:
+        return None
+    from muonlab.tasks.lm.model import PRESETS
+
+    if name not in PRESETS:
+        raise _error(f"--model: unknown model {name!r}; expected one of {', '.join(PRESETS)}")
+    return name
+
+
+def check_device(name: str | None) -> str | None:
+    """--device of the LM experiments: auto (CUDA if available), cpu, cuda or cuda:N, and it must exist here."""
+    if name is None or name == "auto":
+        return name
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise _error(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise _error(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise _error(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise _error(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
+
+
 def resolve_experiment(name: str):
     from muonlab.experiments.registry import EXPERIMENTS
 
@@ -96,6 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.optimizers = parse_optimizers(args.optimizers)
     args.kappas = parse_kappas(args.kappas)
     check_steps(args.steps)
+    check_model(args.model)
+    check_device(args.device)
     out = args.out or str(Path("results") / args.experiment)
     try:
         with atomic_directory(out) as tmp:
@@ -141,6 +173,8 @@ def register(subparsers) -> None:
     run.add_argument("--out", help="output directory (default results/EXPERIMENT); replaced atomically")
     run.add_argument("--quick", action="store_true", help="smaller step-size grids and budgets")
     run.add_argument("--small", action="store_true", help="work B problems with every dimension divided by 5")
+    run.add_argument("--model", help="LM experiments: model preset, e.g. micro, tiny, small (default: per experiment)")
+    run.add_argument("--device", help="LM experiments: auto (default), cpu, cuda or cuda:N; bf16 autocast on CUDA")
     _common(run)
     run.set_defaults(func=cmd_run)
 

@@ -25,11 +25,26 @@ Two ways to measure S_h:
   Afterwards re-running the same batch gives every head's max logit ≤ τ (up to rounding).
 - ``clip.step()`` (Kimi's cheap form): uses the logits recorded during the training forward (before the
   update); no extra compute, the bound holds only approximately after the update.
+
+Mixed precision and ``torch.compile``: the re-measure must see the weights as they are *now*. Inside an autocast
+region torch caches the low-precision copy of every parameter it casts (keyed by the tensor, not its contents) until
+the outermost region exits, so after an in-place clip — or an ``optimizer.step()`` inside the same region — a re-run
+would silently use the old bf16 weights (issue 16: reported logits were the unclipped ones and later layers were
+measured on unclipped outputs). ``step`` therefore drops that cache before measuring and after every clip. That is
+the cheap correct choice: within one forward each weight is cast once anyway (layers run in order), so dropping the
+cache costs only the re-cast of the clipped module's few weights; disabling the cache for the whole pass would cost
+the same, and re-measuring in fp32 would make the exact form several times dearer on a GPU while measuring logits the
+bf16 model never produces. The measuring pass also runs eagerly (``torch.compiler.set_stance("force_eager")``): a
+compiled model would otherwise trace the per-layer hooks (graph breaks, recompiles) instead of running them.
+Under bf16 the reported post-clip maxima are the true logits of the bf16 forward; they sit at τ up to bf16 rounding
+(see ``BF16_TOLERANCE``), as does an fp32 re-measure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -44,6 +59,28 @@ class HeadRows:
     weight: torch.Tensor
     rows: torch.Tensor
     power: float
+
+
+# Relative excess over τ that bf16 rounding alone can leave in a re-measured clipped head. bf16 keeps 8 significant
+# bits: unit roundoff u = 2⁻⁸. A logit q·k measured under autocast carries a relative error ≲ 4u (q and k each pass
+# through two roundings: the weight cast and the matmul output; this holds for a well-conditioned dot product, as the
+# largest, aligned q·k pair is; the input itself is identical for both measurements, since the re-run sees it too). γ comes from one such measurement and the post-clip value is another, so the
+# post-clip maximum is τ·(1 + e′)/(1 + e) ≤ τ·(1 + 4u)/(1 − 4u) ≈ τ·(1 + 8u) = τ·(1 + 2⁻⁵).
+BF16_TOLERANCE = 8 * 2.0 ** -8
+
+
+def _drop_stale_casts() -> None:
+    """Forget autocast's cached low-precision parameter copies (a no-op outside autocast): after a weight changed in
+    place, the next op under autocast must cast the new values, not reuse the copy made before the change."""
+    torch.clear_autocast_cache()
+
+
+def _eager():
+    """Run a compiled model eagerly (its compiled graph would trace our Python hooks); nothing to do if torch.compile
+    was never used in this process (then ``torch._dynamo`` is not imported, and importing it costs seconds)."""
+    if "torch._dynamo" not in sys.modules:
+        return contextlib.nullcontext()
+    return torch.compiler.set_stance("force_eager")
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -110,6 +147,7 @@ class QKClip:
             gamma = clip_module(module, module.max_logits, self.tau)
             self.last_gamma.append(gamma)
             if bool((gamma < 1.0).any()):
+                _drop_stale_casts()                # else autocast re-uses the unclipped bf16 weights
                 output = module.forward(*inputs)   # re-run with clipped weights: later layers see it
             self.last_max_logits.append(module.max_logits.clone())
             return output
@@ -118,7 +156,9 @@ class QKClip:
         handles = [m.register_forward_hook(hook) for m in self.modules]
         try:
             self.enable_recording(True)
-            forward()
+            _drop_stale_casts()  # the optimizer step may have run inside the caller's autocast region
+            with _eager():
+                forward()
         finally:
             for handle in handles:
                 handle.remove()
