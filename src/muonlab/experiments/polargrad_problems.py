@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from muonlab.experiments import plots
 from muonlab.experiments.runner import Run, final_key, grid, mark_best, run_key, run_one, torch_threads
-from muonlab.experiments.work_a import FALLBACK_GRID, OPTIMIZER_KWARGS
+from muonlab.experiments.kappa_sweeps import FALLBACK_GRID, OPTIMIZER_KWARGS
 from muonlab.tasks.matrix_problems import make_completion, make_logreg, make_quadreg
 
 DEFAULT_OPTIMIZERS = ("polargrad", "muon", "adam")
@@ -74,7 +74,7 @@ TOLERANCE = 1e-6  # relative gap (f − f*)/(f(X₀) − f*) where f* is known
 PROBE_EVERY = 20
 # PolarGrad uses the exact (SVD) polar factor: QDWH gives the same factor to ~1e-7 in fp32 but was ~100× slower per
 # step on our shared 2-core CPU at 500×100 (measured, see the report)
-WORK_B_KWARGS = {**OPTIMIZER_KWARGS, "polargrad": {"momentum": 0.0, "method": "svd"}}
+PROBLEM_OPTIMIZER_KWARGS = {**OPTIMIZER_KWARGS, "polargrad": {"momentum": 0.0, "method": "svd"}}
 
 
 def _smallscale(kind: str) -> float:
@@ -128,8 +128,8 @@ def _run(kind: str, args) -> dict:
             for step in grids[name]:
                 before = bar.n
                 run = run_one(task, task.start(), name, step, steps=steps, tol=tol, stop_at_tol=False,
-                              optimizer_kwargs=WORK_B_KWARGS.get(name), probe=_grad_stats, probe_every=PROBE_EVERY,
-                              progress=bar)
+                              optimizer_kwargs=PROBLEM_OPTIMIZER_KWARGS.get(name), probe=_grad_stats,
+                              probe_every=PROBE_EVERY, progress=bar)
                 bar.update(steps - (bar.n - before))
                 bar.set_postfix(opt=name, lr=f"{step.lr:g}", err=f"{run.errors[-1]:.2e}" if run.errors else "nan")
                 runs.append(run)
@@ -148,7 +148,7 @@ def _run(kind: str, args) -> dict:
         "seed": args.seed,
         "tolerance": tol,
         "grids": {n: [{"lr": s.lr, "gamma": s.gamma} for s in g] for n, g in grids.items()},
-        "optimizer_kwargs": {n: WORK_B_KWARGS.get(n, {}) for n in names},
+        "optimizer_kwargs": {n: PROBLEM_OPTIMIZER_KWARGS.get(n, {}) for n in names},
         "f_star": f_star,
     }
     if kind == "quadreg":
