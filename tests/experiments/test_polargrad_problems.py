@@ -22,7 +22,7 @@ def _one_thread():
 
 def test_completion_polargrad_stability_edge_shrinks_with_size():
     """L ≈ 2/√(mn): on the 1/5-size problem the full-size best step (20) ×0.2 converges, while a step past the edge
-    (the SPEC's 50, ×0.2 = 10) diverges — the reason lr 50 'did not converge'."""
+    (50, the authors' alternating-GD step, ×0.2 = 10) diverges — the reason lr 50 'did not converge'."""
     task = make_completion(small=True, seed=0)
     kw = PROBLEM_OPTIMIZER_KWARGS["polargrad"]
     good = run_one(task, task.start(), "polargrad", StepSize(20.0 * _smallscale("completion")), steps=400, tol=1e-6,
@@ -36,7 +36,7 @@ def test_completion_polargrad_stability_edge_shrinks_with_size():
 
 
 def test_grids_contain_the_papers_values_and_quick_grids_lie_inside():
-    assert 50.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # SPEC's value, shown to diverge
+    assert 50.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # the lr once quoted for PolarGrad, shown to diverge
     assert 15.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # the authors' script
     for kind, grids in QUICK_GRIDS.items():
         for name, g in grids.items():

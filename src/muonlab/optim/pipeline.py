@@ -1,6 +1,6 @@
 """The functional pieces every spectral optimizer is built from.
 
-One step of any optimizer here is the pipeline (SPEC §4)
+One step of any optimizer here is the pipeline (docs/math.md §4)
 
     moment   G → O        momentum, Nesterov, or Adam's normalized m̂/(√v̂ + ε)
     shape    O → blocks   view the parameter as a batch of matrices (conv flatten, stacks, heads)
@@ -38,7 +38,7 @@ def check_adjust_lr_fn(rule: str | None, where: str = "") -> None:
 
 
 def shape_scale(rows: int, cols: int, rule: str | None) -> float:
-    """The per-matrix factor s of W ← W − η s D, from the matrix's shape (SPEC §4).
+    """The per-matrix factor s of W ← W − η s D, from the matrix's shape (docs/math.md §4).
 
     ``None``/``"original"``: √max(1, A/B) (Keller Jordan; torch.optim.Muon's default);
     ``"match_rms_adamw"``: 0.2·√max(A, B) (Moonshot, arXiv 2502.16982: update RMS ≈ AdamW's);
