@@ -24,9 +24,9 @@ def test_an_unwritable_out_fails_first_in_one_line(argv, monkeypatch, capsys):
     import muonlab.bench.dist
     import muonlab.bench.polar
     import muonlab.bench.step
-    import muonlab.experiments.cli
+    import muonlab.experiments.registry
 
-    monkeypatch.setattr(muonlab.experiments.cli, "execute", _no_work)
+    monkeypatch.setattr(muonlab.experiments.registry, "execute", _no_work)
     for module in (muonlab.bench.polar, muonlab.bench.step, muonlab.bench.dist):
         monkeypatch.setattr(module, "run", _no_work)
     assert main(argv) == 2

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import stat
 
-from muonlab.report import (ICL_SECTION, QUADREG_SECTION, Claim, Section, SectionResult, _drop_checkpoints,
-                            _stage_line, render, tally)
+from muonlab.experiments.kappa_sweeps_report import ICL_SECTION
+from muonlab.experiments.polargrad_problems_report import QUADREG_SECTION
+from muonlab.experiments.report import Claim, Section, SectionResult, _drop_checkpoints, _stage_line, render, tally
 
 
 def _run(optimizer, kappa, iters, best=True, **kw):

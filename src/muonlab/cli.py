@@ -2,7 +2,8 @@
 
 Each command lives with the layer it belongs to and registers itself through a
 ``register(subparsers)`` function; this module only lists them. A command's ``func(args)``
-returns an exit code. :class:`CLIError` becomes a one-line message and exit code 2.
+returns an exit code. :class:`CLIError` (from the leaf module ``muonlab.errors``) becomes a one-line
+message and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from muonlab.errors import CLIError
+
 # Modules that add commands; each has register(subparsers). Keep heavy imports inside the commands.
 COMMAND_MODULES = (
     "muonlab.bench.cli",
@@ -18,9 +21,7 @@ COMMAND_MODULES = (
     "muonlab.experiments.cli",
 )
 
-
-class CLIError(Exception):
-    """A user error at the command line: printed as one line, exit code 2."""
+__all__ = ["CLIError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from muonlab.bench import dist as bench_dist
-from muonlab.cli import CLIError
+from muonlab.errors import CLIError
 from muonlab.cli import main as cli_main
 
 

@@ -156,20 +156,20 @@ def test_cli_run_writes_results_and_plots(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    from muonlab.experiments import work_a
+    from muonlab.experiments import kappa_sweeps
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(work_a, "_finish", boom)
+    monkeypatch.setattr(kappa_sweeps, "_finish", boom)
     assert main(["run", "matfac", "--kappas", "10", "--steps", "5", "--no-progress", "--out", str(tmp_path / "r")]) == 130
     assert list(tmp_path.iterdir()) == []
 
 
 def test_tiny_reproduce_writes_a_report(tmp_path):
-    from muonlab.report import reproduce
+    from muonlab.experiments.report import reproduce
 
-    path = reproduce(tmp_path / "rep", quick=True, progress=False, sections=["muonlab.report:MATFAC_SECTION"],
+    path = reproduce(tmp_path / "rep", quick=True, progress=False, sections=["muonlab.experiments.kappa_sweeps_report:MATFAC_SECTION"],
                      overrides={"steps": 150, "kappas": [10.0, 100.0], "optimizers": ["simplified_muon", "gd"]})
     text = path.read_text()
     assert "| matfac | Simplified Muon needs a number of iterations independent of the condition number κ." in text

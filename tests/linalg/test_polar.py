@@ -68,7 +68,7 @@ def test_qdwh_two_steps_leave_sigma_above_lower_bound():
 @pytest.mark.parametrize(
     "method, kappa, lo, hi",
     [
-        # SPEC §3, measured on our reference: NS5 → [0.68, 1.20], PE5 → [0.87, 1.12] for κ ≤ 100
+        # docs/math.md §3, measured on our reference: NS5 → [0.68, 1.20], PE5 → [0.87, 1.12] for κ ≤ 100
         ("newton_schulz", 10.0, 0.67, 1.21),
         ("newton_schulz", 100.0, 0.67, 1.21),
         ("polar_express", 10.0, 0.86, 1.13),

@@ -1,4 +1,4 @@
-"""Float64 SVD references for the optimizer tests: every formula written out from SPEC §4."""
+"""Float64 SVD references for the optimizer tests: every formula written out from docs/math.md §4."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PolarGrad, the Ψ_p family and SimplifiedMuon: first steps against SPEC §4 in float64 with SVD."""
+"""PolarGrad, the Ψ_p family and SimplifiedMuon: first steps against docs/math.md §4 in float64 with SVD."""
 
 from __future__ import annotations
 

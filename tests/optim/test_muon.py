@@ -1,4 +1,4 @@
-"""Muon: torch.optim.Muon equivalence, the SPEC formulas in float64, shapes, heads, the AdamW part."""
+"""Muon: torch.optim.Muon equivalence, the formulas of docs/math.md §4 in float64, shapes, heads, the AdamW part."""
 
 from __future__ import annotations
 

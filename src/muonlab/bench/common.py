@@ -7,17 +7,17 @@ right next to it. Times are medians over repeats, after a warm-up call.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable, Iterable, Sequence
 
 import torch
+
+from muonlab.jsonio import write_json
 
 
 def add_common_arguments(parser, default_out: str) -> None:
@@ -31,7 +31,7 @@ def add_common_arguments(parser, default_out: str) -> None:
 
 def setup_device(args) -> torch.device:
     """Validate --device/--threads/--repeats; returns the device."""
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     if args.repeats is not None and args.repeats < 1:
         raise CLIError(f"--repeats must be a positive integer, got {args.repeats}")
@@ -181,25 +181,9 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def check_out(out: str) -> None:
     """Fail before any work, in one line (exit 2), when the JSON file cannot be written."""
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
     from muonlab.experiments.output import OutputError, prepare_file
 
     try:

@@ -146,7 +146,7 @@ def add_arguments(parser) -> None:
 
 
 def _settings(args) -> dict:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     world_sizes = args.world_sizes or ("1,2" if args.quick else "1,2,3,4")
     try:

@@ -80,7 +80,7 @@ def add_arguments(parser) -> None:
 
 
 def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     shapes = []
     for item in text.split(","):
@@ -95,7 +95,7 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def parse_kappas(text: str) -> tuple[float, ...]:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     try:
         kappas = tuple(float(v) for v in text.split(","))
@@ -107,7 +107,7 @@ def parse_kappas(text: str) -> tuple[float, ...]:
 
 
 def parse_methods(text: str) -> tuple[tuple[str, int | None], ...]:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     known = tuple(m for m in POLAR_METHODS if m != "auto") + ("auto", TORCH_MUON) + DIRECT_METHODS
     methods = []

@@ -273,7 +273,7 @@ def range_of(y) -> dict:
 
 def run(args) -> dict:
     device = common.setup_device(args)
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     quick = args.quick
     preset_blocks, preset_width = SCALES[args.scale]

@@ -4,7 +4,7 @@ Every rank calls :func:`assign_owners` with the same list of shapes and gets the
 communication, no randomness), so the owner of matrix ``i`` is known everywhere before any data moves.
 
 Balance. The cost of one polar iteration on an m×n matrix (m ≤ n after transposing) is 4m²n + 2m³
-flops (SPEC §3, quintic Newton–Schulz); the iteration count is the same for all matrices of one
+flops (docs/math.md §3, quintic Newton–Schulz); the iteration count is the same for all matrices of one
 optimizer group, so that per-step cost is the right weight. Matrices of one shape form a group that
 the owner runs as one batched call, so the assignment works group by group, largest cost first:
 each rank takes ⌊k/W⌋ matrices of a k-matrix group, and the k mod W left over go to the ranks with
@@ -21,7 +21,7 @@ Shape = tuple[int, ...]
 
 
 def matrix_flops(shape: Sequence[int]) -> float:
-    """Flops of one quintic Newton–Schulz step on a tensor seen as matrices (SPEC §3: 4m²n + 2m³, m ≤ n).
+    """Flops of one quintic Newton–Schulz step on a tensor seen as matrices (docs/math.md §3: 4m²n + 2m³, m ≤ n).
 
     A tensor with more than two dims is treated the way the optimizers treat it: a conv filter
     (out, in, kh, kw) is one matrix out × (in·kh·kw). Vectors and scalars cost their size (they are

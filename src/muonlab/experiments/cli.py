@@ -7,13 +7,12 @@ one-line error naming the problem (exit code 2) before anything runs; results ar
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 from pathlib import Path
 
 
 def _error(message: str):
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
 
     return CLIError(message)
 
@@ -86,26 +85,6 @@ def check_device(name: str | None) -> str | None:
     return name
 
 
-def resolve_experiment(name: str):
-    from muonlab.experiments.registry import EXPERIMENTS
-
-    if name not in EXPERIMENTS:
-        raise _error(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-    module, func = EXPERIMENTS[name].split(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def execute(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
-    """Run experiment ``name`` writing into ``out_dir`` (which must exist); returns the results payload."""
-    from muonlab.experiments.output import write_json
-
-    func = resolve_experiment(name)
-    sub = argparse.Namespace(**{**vars(args), "experiment": name, "out": out_dir})
-    payload = func(sub)
-    write_json(Path(out_dir) / "results.json", payload)
-    return payload
-
-
 def summary_table(payload: dict) -> str:
     rows = [r for r in payload["runs"] if r.get("best")]
     lines = [f"{'optimizer':<16} {'kappa':>8} {'lr':>10} {'rho':>6} {'iters_to_tol':>12} {'final error':>12} {'wall_s':>7}"]
@@ -120,6 +99,7 @@ def summary_table(payload: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from muonlab.experiments.output import OutputError, atomic_directory
+    from muonlab.experiments.registry import execute, resolve_experiment
 
     resolve_experiment(args.experiment)
     args.progress = not args.no_progress
@@ -141,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from muonlab.experiments.output import OutputError
-    from muonlab.report import reproduce
+    from muonlab.experiments.report import reproduce
 
     check_steps(getattr(args, "steps", None))
     out = args.out or "reproduce"

@@ -1,4 +1,4 @@
-"""``muonlab run lm-compare``: work D's optimizer ranking (SPEC §5.3) on a small GPT, plus AdamW, Muon, PolarGrad.
+"""``muonlab run lm-compare``: work D's optimizer ranking (docs/math.md §5.3) on a small GPT, plus AdamW, Muon, PolarGrad.
 
 Every optimizer trains the same model on the same batches (equal tokens) for each lr of a short sweep around its
 default (``DEFAULT_LR`` × ``LR_GRID``); its best run by final validation loss represents it. Written under
@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-# SPEC §5.3: work D, GPT-2 124M on OpenWebText, best final validation loss (lr).
+# docs/math.md §5.3: work D (arXiv 2602.04669), GPT-2 124M on OpenWebText, best final validation loss (lr).
 WORK_D = {
     "adams": (2.870, 1e-2), "adam": (2.871, 4e-3), "adamq": (2.872, 2e-2), "msgdq": (2.876, 4e-2),
     "adamz": (2.879, 7e-3), "msgdz": (2.887, 7e-3), "msgds": (2.895, 2e-1), "msgd": (3.092, 5.0),

@@ -1,12 +1,12 @@
 """Sections of ``muonlab reproduce`` for the language-model lab (work D's ranking, work C's QK-Clip).
 
-Add to ``muonlab.report.SECTIONS``: "muonlab.experiments.lm_report:LM_COMPARE_SECTION" and
+Add to ``muonlab.experiments.report.SECTIONS``: "muonlab.experiments.lm_report:LM_COMPARE_SECTION" and
 "muonlab.experiments.lm_report:QK_CLIP_SECTION".
 """
 
 from __future__ import annotations
 
-from muonlab.report import Claim, Section, SectionResult
+from muonlab.experiments.claims import Claim, Section, SectionResult
 
 
 def _lm_settings(quick: bool) -> dict:

@@ -6,8 +6,6 @@ An interrupted or failed run removes its temporary directory, so ``DIR`` either 
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import tempfile
@@ -17,16 +15,6 @@ from pathlib import Path
 
 class OutputError(Exception):
     """The output directory cannot be written (message names the path and the reason)."""
-
-
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def check_writable(out: str | os.PathLike) -> Path:
@@ -111,10 +99,3 @@ def atomic_directory(out: str | os.PathLike):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_json_safe(payload), f, indent=1)
-    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""``muonlab run qk-clip``: max attention logits over training with and without QK-Clip, MHA and MLA (SPEC §5.4).
+"""``muonlab run qk-clip``: max attention logits over training with and without QK-Clip, MHA and MLA (docs/math.md §5.4).
 
 Muon at twice its default lr (logits grow faster under Muon than under Adam) trains the same model on the same
 batches four times: {MHA, MLA} × {no clip, QK-Clip at τ}. Unless ``args.tau`` is given, τ is half the largest

@@ -1,7 +1,7 @@
 """The polar factor polar(G) = U Vᵀ of a batch of matrices, by several methods.
 
 For G = U Σ Vᵀ (thin SVD), polar(G) = U Vᵀ: the closest semi-orthogonal matrix to G, Muon's
-update direction. Methods (see SPEC §3 and each module's docstring for formulas and sources):
+update direction. Methods (see docs/math.md §3 and each module's docstring for formulas and sources):
 
 ===================  ==========================================================================
 ``"svd"``            exact; zero singular values map to 0 (rank-deficient G gives U Vᵀ on its range;

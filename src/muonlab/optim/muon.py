@@ -112,11 +112,7 @@ class Muon(SpectralOptimizer):
         check_nonnegative(group["eps"], f"{where}eps")
         if not isinstance(group["nesterov"], bool):
             raise ValueError(f"{where}nesterov must be a bool, got {group['nesterov']!r}")
-        if group["adjust_lr_fn"] is not None and group["adjust_lr_fn"] not in pl.ADJUST_LR_FNS:
-            raise ValueError(  # torch.optim.Muon's sentence first, then what muonlab accepts
-                f"{where}Adjust learning rate function {group['adjust_lr_fn']} is not supported: adjust_lr_fn must be "
-                f"None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {group['adjust_lr_fn']!r}"
-            )
+        pl.check_adjust_lr_fn(group["adjust_lr_fn"], where)
         check_polar_method(group, where)
 
     def spectral_inputs(self, group, params, grads):

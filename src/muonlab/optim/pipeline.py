@@ -1,6 +1,6 @@
 """The functional pieces every spectral optimizer is built from.
 
-One step of any optimizer here is the pipeline (SPEC §4)
+One step of any optimizer here is the pipeline (docs/math.md §4)
 
     moment   G → O        momentum, Nesterov, or Adam's normalized m̂/(√v̂ + ε)
     shape    O → blocks   view the parameter as a batch of matrices (conv flatten, stacks, heads)
@@ -28,22 +28,30 @@ TENSOR_LAYOUTS = ("flatten", "batch")
 ADJUST_LR_FNS = ("original", "match_rms_adamw", "spectral", "none")
 
 
+def check_adjust_lr_fn(rule: str | None, where: str = "") -> None:
+    """Refuse a shape-scale rule that is neither None nor one of :data:`ADJUST_LR_FNS` — the one check every optimizer
+    and :func:`shape_scale` use. The message starts with torch.optim.Muon's own sentence (drop-in), then says what
+    muonlab accepts; ``where`` prefixes it (e.g. "param group 1 (matrix): ")."""
+    if rule is not None and rule not in ADJUST_LR_FNS:
+        raise ValueError(f"{where}Adjust learning rate function {rule} is not supported: adjust_lr_fn must be None or "
+                         f"one of {', '.join(ADJUST_LR_FNS)}; got {rule!r}")
+
+
 def shape_scale(rows: int, cols: int, rule: str | None) -> float:
-    """The per-matrix factor s of W ← W − η s D, from the matrix's shape (SPEC §4).
+    """The per-matrix factor s of W ← W − η s D, from the matrix's shape (docs/math.md §4).
 
     ``None``/``"original"``: √max(1, A/B) (Keller Jordan; torch.optim.Muon's default);
     ``"match_rms_adamw"``: 0.2·√max(A, B) (Moonshot, arXiv 2502.16982: update RMS ≈ AdamW's);
     ``"spectral"``: √(A/B) (microsoft/dion); ``"none"``: 1.
     """
+    check_adjust_lr_fn(rule)
     if rule is None or rule == "original":
         return math.sqrt(max(1.0, rows / cols))
     if rule == "match_rms_adamw":
         return 0.2 * math.sqrt(max(rows, cols))
     if rule == "spectral":
         return math.sqrt(rows / cols)
-    if rule == "none":
-        return 1.0
-    raise ValueError(f"adjust_lr_fn must be None or one of {', '.join(ADJUST_LR_FNS)}; got {rule!r}")
+    return 1.0  # "none"
 
 
 def matrix_batch(t: torch.Tensor, tensor_layout: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """QK-Clip (MuonClip's post-step rule), per head; works with any optimizer.
 
-Source: Kimi K2 technical report (arXiv 2507.20534, §2.1) and SPEC §4. After the optimizer step, for each
+Source: Kimi K2 technical report (arXiv 2507.20534, §2.1) and docs/math.md §4. After the optimizer step, for each
 attention head h with max pre-softmax logit S_h = max over the batch of q·k/√d:
 
     γ_h = min(1, τ / S_h)

@@ -1,6 +1,6 @@
 """Which parameter gets which rule: ``param_groups(model)`` and ``explain(model)``.
 
-A 2-D shape alone does not tell a hidden matrix from an embedding table or an output head (SPEC §4),
+A 2-D shape alone does not tell a hidden matrix from an embedding table or an output head (docs/math.md §4),
 so routing looks at the modules that own each parameter. Rules, first match wins:
 
 1. ``overrides``: a glob on the parameter name → the kind you say;

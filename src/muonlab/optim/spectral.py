@@ -45,9 +45,7 @@ def _check_power(group: dict, where: str) -> None:
             inverse_root_exponent(float(p))
         except ValueError as err:
             raise ValueError(f"{where}{err}") from None
-    rule = group["adjust_lr_fn"]
-    if rule is not None and rule not in pl.ADJUST_LR_FNS:
-        raise ValueError(f"{where}adjust_lr_fn must be None or one of {', '.join(pl.ADJUST_LR_FNS)}; got {rule!r}")
+    pl.check_adjust_lr_fn(group["adjust_lr_fn"], where)
 
 
 def default_scale_rule(p: float, adjust_lr_fn: str | None) -> str:

@@ -4,7 +4,7 @@
   ∇f = Aᵀ(AXB − C)Bᵀ = (AᵀA) X (BBᵀ) − AᵀCBᵀ. The minimizer is X* = A⁺CB⁺ (A has full column rank, B full row rank),
   and since ∇f(X) = H[X − X*] with H[D] = AᵀA D BBᵀ, the gap is f(X) − f* = ½⟨X − X*, ∇f(X)⟩ — free of cancellation.
 - ``logreg``: f(X) = Σ softplus(−C ⊙ (A_b X B)) over a mini-batch b of rows, X 1000×100, A 10000×1000, B 100×400,
-  C = ±1 with P(+1) = 0.31 (SPEC §5.2), X₀ ~ U(−1, 1).
+  C = ±1 with P(+1) = 0.31 (docs/math.md §5.2), X₀ ~ U(−1, 1).
   ∇f = A_bᵀ (−C ⊙ sigmoid(−C ⊙ A_b X B)) Bᵀ.
 - ``completion``: M = U*V*ᵀ (U* 500×5, V* 250×5 Gaussian), mask Ω ~ Bernoulli(0.3), f(X, Y) = ‖P_Ω(XYᵀ − M)‖²_F / |Ω|,
   X₀, Y₀ ~ U(−1, 1) of rank 5. ∇_X f = 2 P_Ω(XYᵀ − M) Y / |Ω|, ∇_Y f = 2 P_Ω(XYᵀ − M)ᵀ X / |Ω|.

@@ -97,7 +97,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
     from muonlab.tasks.lm.data import DataError
     from muonlab.tasks.lm.train import TrainError, train
 

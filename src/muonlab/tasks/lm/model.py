@@ -190,7 +190,8 @@ class CausalSelfAttention(_LogitRecorder):
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
     def qk_clip_rules(self):
-        """SPEC §4: logit_h = q_h·k_h/√d, so scaling W_q's and W_k's rows of head h by √γ_h scales it by γ_h.
+        """QK-Clip (Kimi K2, arXiv 2507.20534; docs/math.md §4): logit_h = q_h·k_h/√d, so scaling W_q's and W_k's
+        rows of head h by √γ_h scales it by γ_h.
 
         A key head shared by several query heads (GQA) is left alone, and each query head takes the whole γ_h:
         clipping one head never touches its healthy neighbours."""
@@ -243,8 +244,9 @@ class MultiHeadLatentAttention(_LogitRecorder):
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
     def qk_clip_rules(self):
-        """SPEC §4 for MLA: q_C and k_C rows of head h × √γ_h, q_R rows × γ_h, the shared k_R never touched,
-        so that both terms of logit_h = q_C·k_C + q_R·k_R scale by exactly γ_h and no other head moves."""
+        """QK-Clip for MLA (Kimi K2, arXiv 2507.20534; docs/math.md §4): q_C and k_C rows of head h × √γ_h, q_R rows
+        × γ_h, the shared k_R never touched, so that both terms of logit_h = q_C·k_C + q_R·k_R scale by exactly γ_h
+        and no other head moves."""
         from muonlab.optim.qkclip import HeadRows
 
         dev = self.wq_c.weight.device

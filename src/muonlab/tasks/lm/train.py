@@ -12,7 +12,6 @@ produces bitwise the same losses as one that never stopped (same device and thre
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from muonlab.jsonio import write_json
 from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
 from muonlab.tasks.lm.model import GPT, PRESETS, preset_config
 
@@ -498,21 +498,6 @@ def summarize(cfg: TrainConfig, history: dict, tokens_per_step: int, model: GPT)
         **{k: history[k] for k in ("train_steps", "train_losses", "val_steps", "val_losses",
                                    "max_attn_logit_after_step", "max_attn_logit_per_head", "train_time_s")},
     }
-
-
-def write_json(path: Path, obj) -> None:
-    def clean(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=1))
-    os.replace(tmp, path)
 
 
 def plot_results(results: dict, out: Path) -> list[str]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from muonlab.experiments import plots
 from muonlab.experiments.runner import Run, final_key, grid, mark_best, run_key, run_one, torch_threads
-from muonlab.experiments.work_a import FALLBACK_GRID, OPTIMIZER_KWARGS
+from muonlab.experiments.kappa_sweeps import FALLBACK_GRID, OPTIMIZER_KWARGS
 from muonlab.tasks.matrix_problems import make_completion, make_logreg, make_quadreg
 
 DEFAULT_OPTIMIZERS = ("polargrad", "muon", "adam")
@@ -74,17 +74,17 @@ TOLERANCE = 1e-6  # relative gap (f − f*)/(f(X₀) − f*) where f* is known
 PROBE_EVERY = 20
 # PolarGrad uses the exact (SVD) polar factor: QDWH gives the same factor to ~1e-7 in fp32 but was ~100× slower per
 # step on our shared 2-core CPU at 500×100 (measured, see the report)
-WORK_B_KWARGS = {**OPTIMIZER_KWARGS, "polargrad": {"momentum": 0.0, "method": "svd"}}
+PROBLEM_OPTIMIZER_KWARGS = {**OPTIMIZER_KWARGS, "polargrad": {"momentum": 0.0, "method": "svd"}}
 
 
-def _smallscale(kind: str) -> float:
+def _smallscale(problem: str) -> float:
     """PolarGrad's step-size factor for ``--small`` (every dimension / 5). Its stable step is ≈ 2/⟨U, H[U]⟩ with
     U = polar(∇f); for quadreg ⟨U, H[U]⟩ ≈ p·q·min(m, n) shrinks 125×; for logreg the batch·q·min(m, n) sum shrinks
     125× but the sigmoid weights do not, so we use 25×. For completion the curvature in X is ≈ 2‖Y‖²_op/(m n) (the 1/|Ω|
     cancels the 30% sampling) and ‖Y‖²_op ≈ σ_max(M) ≈ √(m n) for balanced factors, so L ≈ 2/√(m n) grows 5× and the
     stable step shrinks 5× (measured, seed 0, 1000 steps: full size converges up to 30, diverges at 40; 1/5 size
     converges at 4, stalls at 5, diverges at 10). Muon's and Adam's steps are scale-free."""
-    return {"quadreg": 125.0, "logreg": 25.0, "completion": 0.2}[kind]
+    return {"quadreg": 125.0, "logreg": 25.0, "completion": 0.2}[problem]
 
 
 def tail_mean_key(run: Run) -> tuple:
@@ -98,8 +98,8 @@ def tail_mean_key(run: Run) -> tuple:
 SELECTION = {"quadreg": final_key, "logreg": tail_mean_key, "completion": run_key}
 
 
-def _make(kind: str, small: bool, seed: int):
-    return {"quadreg": make_quadreg, "logreg": make_logreg, "completion": make_completion}[kind](small=small, seed=seed)
+def _make(problem: str, small: bool, seed: int):
+    return {"quadreg": make_quadreg, "logreg": make_logreg, "completion": make_completion}[problem](small=small, seed=seed)
 
 
 def _grad_stats(params, grads) -> dict:
@@ -108,17 +108,17 @@ def _grad_stats(params, grads) -> dict:
     return {"grad_condition": float(s[0] / s[-1]) if s[-1] > 0 else float("inf"), "grad_nuclear_norm": float(s.sum())}
 
 
-def _run(kind: str, args) -> dict:
+def _run(problem: str, args) -> dict:
     small = bool(getattr(args, "small", False))
-    task = _make(kind, small, args.seed)
+    task = _make(problem, small, args.seed)
     names = list(args.optimizers or DEFAULT_OPTIMIZERS)
-    quick = bool(getattr(args, "quick", False)) and kind in QUICK_GRIDS
-    steps = args.steps or (QUICK_STEPS if quick else STEPS)[kind]
+    quick = bool(getattr(args, "quick", False)) and problem in QUICK_GRIDS
+    steps = args.steps or (QUICK_STEPS if quick else STEPS)[problem]
     grids = {}
     for n in names:
-        g = (QUICK_GRIDS if quick else GRIDS)[kind].get(n, FALLBACK_GRID)
+        g = (QUICK_GRIDS if quick else GRIDS)[problem].get(n, FALLBACK_GRID)
         if small and n == "polargrad":
-            g = [type(s)(s.lr * _smallscale(kind), s.gamma) for s in g]
+            g = [type(s)(s.lr * _smallscale(problem), s.gamma) for s in g]
         grids[n] = g
     tol = TOLERANCE if getattr(task, "f_star", None) is not None else None
     runs: list[Run] = []
@@ -128,30 +128,30 @@ def _run(kind: str, args) -> dict:
             for step in grids[name]:
                 before = bar.n
                 run = run_one(task, task.start(), name, step, steps=steps, tol=tol, stop_at_tol=False,
-                              optimizer_kwargs=WORK_B_KWARGS.get(name), probe=_grad_stats, probe_every=PROBE_EVERY,
-                              progress=bar)
+                              optimizer_kwargs=PROBLEM_OPTIMIZER_KWARGS.get(name), probe=_grad_stats,
+                              probe_every=PROBE_EVERY, progress=bar)
                 bar.update(steps - (bar.n - before))
                 bar.set_postfix(opt=name, lr=f"{step.lr:g}", err=f"{run.errors[-1]:.2e}" if run.errors else "nan")
                 runs.append(run)
-    mark_best(runs, key=SELECTION[kind])
+    mark_best(runs, key=SELECTION[problem])
     best = [r for r in runs if r.best]
     out = Path(args.out)
     f_star = getattr(task, "f_star", None)
-    gap_label = {"quadreg": "(f − f*) / (f(X₀) − f*)", "logreg": "mini-batch loss", "completion": "f / f(X₀)  (f* = 0)"}[kind]
-    plot = plots.gap_with_gradient_stats(best, out / "loss_and_gradient.png", title=f"{kind}: best run per optimizer",
+    gap_label = {"quadreg": "(f − f*) / (f(X₀) − f*)", "logreg": "mini-batch loss", "completion": "f / f(X₀)  (f* = 0)"}[problem]
+    plot = plots.gap_with_gradient_stats(best, out / "loss_and_gradient.png", title=f"{problem}: best run per optimizer",
                                          gap_label=gap_label)
     config = {
         "small": small,
         "quick": quick,
         "steps": steps,
-        "selection": SELECTION[kind].__name__,
+        "selection": SELECTION[problem].__name__,
         "seed": args.seed,
         "tolerance": tol,
         "grids": {n: [{"lr": s.lr, "gamma": s.gamma} for s in g] for n, g in grids.items()},
-        "optimizer_kwargs": {n: WORK_B_KWARGS.get(n, {}) for n in names},
+        "optimizer_kwargs": {n: PROBLEM_OPTIMIZER_KWARGS.get(n, {}) for n in names},
         "f_star": f_star,
     }
-    if kind == "quadreg":
+    if problem == "quadreg":
         config.update(hessian_condition=task.hessian_condition, smoothness=task.smoothness, f_zero=task.f_zero)
     return {
         "experiment": args.experiment,

@@ -1,4 +1,4 @@
-"""Work B's logreg and completion experiments: step-size scaling with problem size, best-run selection, report rows."""
+"""Work B's (PolarGrad's) logreg and completion experiments: step-size scaling with problem size, best-run selection, report rows."""
 
 import json
 import math
@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from muonlab.experiments.runner import Run, StepSize, run_one, torch_threads
-from muonlab.experiments.work_b import GRIDS, QUICK_GRIDS, WORK_B_KWARGS, _smallscale, tail_mean_key
-from muonlab.report import _completion_summary, _logreg_summary, reproduce
+from muonlab.experiments.polargrad_problems import (GRIDS, PROBLEM_OPTIMIZER_KWARGS, QUICK_GRIDS, _smallscale,
+                                                    tail_mean_key)
+from muonlab.experiments.polargrad_problems_report import _completion_summary, _logreg_summary
+from muonlab.experiments.report import reproduce
 from muonlab.tasks.matrix_problems import make_completion
 
 
@@ -20,9 +22,9 @@ def _one_thread():
 
 def test_completion_polargrad_stability_edge_shrinks_with_size():
     """L ≈ 2/√(mn): on the 1/5-size problem the full-size best step (20) ×0.2 converges, while a step past the edge
-    (the SPEC's 50, ×0.2 = 10) diverges — the reason lr 50 'did not converge'."""
+    (50, the authors' alternating-GD step, ×0.2 = 10) diverges — the reason lr 50 'did not converge'."""
     task = make_completion(small=True, seed=0)
-    kw = WORK_B_KWARGS["polargrad"]
+    kw = PROBLEM_OPTIMIZER_KWARGS["polargrad"]
     good = run_one(task, task.start(), "polargrad", StepSize(20.0 * _smallscale("completion")), steps=400, tol=1e-6,
                    optimizer_kwargs=kw)
     assert good.iters_to_tol is not None and not good.diverged
@@ -34,7 +36,7 @@ def test_completion_polargrad_stability_edge_shrinks_with_size():
 
 
 def test_grids_contain_the_papers_values_and_quick_grids_lie_inside():
-    assert 50.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # SPEC's value, shown to diverge
+    assert 50.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # the lr once quoted for PolarGrad, shown to diverge
     assert 15.0 in [s.lr for s in GRIDS["completion"]["polargrad"]]  # the authors' script
     for kind, grids in QUICK_GRIDS.items():
         for name, g in grids.items():
@@ -87,7 +89,8 @@ def test_logreg_verdict_needs_a_clear_margin():
 
 def test_quick_reproduce_runs_logreg_and_completion_sections(tmp_path):
     path = reproduce(tmp_path / "rep", quick=True, progress=False, overrides={"steps": 25},
-                     sections=["muonlab.report:LOGREG_SECTION", "muonlab.report:COMPLETION_SECTION"])
+                     sections=["muonlab.experiments.polargrad_problems_report:LOGREG_SECTION",
+                               "muonlab.experiments.polargrad_problems_report:COMPLETION_SECTION"])
     text = path.read_text()
     assert "| logreg | PolarSGD reaches a lower training loss than Muon and Adam" in text
     assert "| completion | PolarGrad converges fastest on low-rank matrix completion." in text

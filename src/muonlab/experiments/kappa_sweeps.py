@@ -69,8 +69,8 @@ KAPPAS = {"matfac": (10.0, 1e2, 1e3, 1e4), "icl": (1.0, 10.0, 1e2, 1e3)}
 TOLERANCE = 1e-6
 
 
-def _grids(kind: str, quick: bool) -> dict[str, list[StepSize]]:
-    return (QUICK_GRIDS if quick else GRIDS)[kind]
+def _grids(problem: str, quick: bool) -> dict[str, list[StepSize]]:
+    return (QUICK_GRIDS if quick else GRIDS)[problem]
 
 
 def budget_for(name: str, steps: int | None, quick: bool) -> int:
@@ -79,10 +79,10 @@ def budget_for(name: str, steps: int | None, quick: bool) -> int:
     return (QUICK_BUDGETS if quick else BUDGETS).get(name, QUICK_DEFAULT_BUDGET if quick else DEFAULT_BUDGET)
 
 
-def _sweep(kind, make_task, start, args, *, label: str) -> tuple[list[Run], dict, dict]:
+def _sweep(problem, make_task, start, args, *, label: str) -> tuple[list[Run], dict, dict]:
     names = list(args.optimizers or DEFAULT_OPTIMIZERS)
-    kappas = list(args.kappas or KAPPAS[kind])
-    grids = {n: _grids(kind, args.quick).get(n, FALLBACK_GRID) for n in names}
+    kappas = list(args.kappas or KAPPAS[problem])
+    grids = {n: _grids(problem, args.quick).get(n, FALLBACK_GRID) for n in names}
     budgets = {n: budget_for(n, args.steps, args.quick) for n in names}
     total = sum(budgets[n] * len(grids[n]) for n in names) * len(kappas)
     runs: list[Run] = []
@@ -101,7 +101,7 @@ def _sweep(kind, make_task, start, args, *, label: str) -> tuple[list[Run], dict
     return runs, grids, budgets
 
 
-def _trajectory_runs(kind, make_task, start, best: dict, budgets: dict, kappa: float, names=("simplified_muon", GD)) -> list[Run]:
+def _trajectory_runs(problem, make_task, start, best: dict, budgets: dict, kappa: float, names=("simplified_muon", GD)) -> list[Run]:
     """Re-run the best simplified-Muon and GD settings at ``kappa`` recording the per-direction scalar sequences."""
     task = make_task(kappa)
     out = []
@@ -140,7 +140,7 @@ def _phases(run: Run, tol_iters: int | None) -> dict:
     return {"travel": crossed_at, "contraction": tol_iters - crossed_at}
 
 
-def _payload(kind, args, runs, grids, budgets, extra_config: dict) -> dict:
+def _payload(problem, args, runs, grids, budgets, extra_config: dict) -> dict:
     return {
         "experiment": args.experiment,
         "config": {
@@ -158,11 +158,11 @@ def _payload(kind, args, runs, grids, budgets, extra_config: dict) -> dict:
     }
 
 
-def _finish(kind, args, runs, grids, budgets, make_task, start, extra_config, *, error_label, task_title) -> dict:
+def _finish(problem, args, runs, grids, budgets, make_task, start, extra_config, *, error_label, task_title) -> dict:
     out = Path(args.out)
     best = best_runs(runs)
     kappas = sorted({r.kappa for r in runs})
-    payload = _payload(kind, args, runs, grids, budgets, extra_config)
+    payload = _payload(problem, args, runs, grids, budgets, extra_config)
     plot_paths = [
         plots.error_curves_per_kappa(best, out / "loss_vs_iteration.png", ylabel=error_label, tol=TOLERANCE,
                                      title=f"{task_title}: best run per optimizer and κ"),
@@ -174,7 +174,7 @@ def _finish(kind, args, runs, grids, budgets, make_task, start, extra_config, *,
     for kappa in kappas:
         if ("simplified_muon", kappa) in best:
             names = ("simplified_muon", GD) if kappa == kappas[-1] else ("simplified_muon",)
-            sm_traj = _trajectory_runs(kind, make_task, start, best, budgets, kappa, names)
+            sm_traj = _trajectory_runs(problem, make_task, start, best, budgets, kappa, names)
             for r in sm_traj:
                 if r.optimizer == "simplified_muon":
                     phases[str(kappa)] = _phases(r, best[("simplified_muon", kappa)].iters_to_tol)
@@ -198,7 +198,7 @@ def run_matfac(args, *, symmetric: bool = False) -> dict:
 
 
 def _run_matfac(args, *, symmetric: bool = False) -> dict:
-    kind = "matfac"
+    problem = "matfac"
     shape = {"m": 50, "n": 40, "rank": 5, "init_scale": 1e-3}
 
     def make_task(kappa):
@@ -208,13 +208,13 @@ def _run_matfac(args, *, symmetric: bool = False) -> dict:
     def start(task):
         return task.random_start(torch.Generator().manual_seed(args.seed + 1))
 
-    runs, grids, budgets = _sweep(kind, make_task, start, args, label=args.experiment)
+    runs, grids, budgets = _sweep(problem, make_task, start, args, label=args.experiment)
 
     def aligned(task):
         return task.aligned_start()
 
     sym = "XXᵀ ≈ A" if symmetric else "XYᵀ ≈ A"
-    payload = _finish(kind, args, runs, grids, budgets, make_task, aligned,
+    payload = _finish(problem, args, runs, grids, budgets, make_task, aligned,
                       {**shape, "symmetric": symmetric, "dtype": "float64", "start": "random (runs), aligned (trajectories)"},
                       error_label=r"$\|XY^\top - A\|_F \,/\, \|A\|_F$", task_title=f"matfac {sym}")
     return payload
@@ -230,7 +230,7 @@ def run_icl(args) -> dict:
 
 
 def _run_icl(args) -> dict:
-    kind = "icl"
+    problem = "icl"
     dim = 10
 
     def make_task(kappa):
@@ -239,9 +239,9 @@ def _run_icl(args) -> dict:
     def start(task):
         return task.start()
 
-    runs, grids, budgets = _sweep(kind, make_task, start, args, label=args.experiment)
+    runs, grids, budgets = _sweep(problem, make_task, start, args, label=args.experiment)
     distances = {str(k): float(torch.linalg.matrix_norm(make_task(k).gamma_star, ord=2)) for k in sorted({r.kappa for r in runs})}
-    payload = _finish(kind, args, runs, grids, budgets, make_task, start,
+    payload = _finish(problem, args, runs, grids, budgets, make_task, start,
                       {"dim": dim, "n_context": "infinite (population loss)", "dtype": "float64", "start": "Γ₀ = 0",
                        "initial_distance": distances},
                       error_label="(L − L*) / (L(0) − L*)", task_title="icl (reduced Γ)")
