@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device)
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward/backward (fused AdamW step on CUDA); pays on GPU, "
+                        "not on CPU (see BENCHMARKS.md); the first steps include the compile time")
     g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
                    help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on CUDA")
     g.add_argument("--out", default=d.out)
@@ -62,6 +65,7 @@ def config_from_args(args: argparse.Namespace):
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
+        compile=args.compile,
         out=args.out, parallel=args.parallel,
         resume=args.resume, progress=not args.no_progress,
     )
