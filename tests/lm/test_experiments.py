@@ -1,4 +1,5 @@
 import argparse
+import json
 import math
 
 import pytest
@@ -198,3 +199,29 @@ def test_report_sections_turn_payloads_into_claims():
                     "final_val_loss_no_clip": 2.0, "final_val_loss_clip": 2.5}}
     res = QK_CLIP_SECTION.summarize({"qk-clip": {"results": rows}}, True)
     assert [c.holds for c in res.claims] == ["no", "partly"]
+
+
+def test_report_uses_the_committed_sweep_when_there_is_one(tmp_path, monkeypatch):
+    from muonlab.experiments import lm_report
+
+    adamw = fake_run("adamw", 3e-3, 2.0, sec_per_step=0.010, curve=[2.6, 2.4, 2.2, 2.0])
+    muon = fake_run("muon", 2e-2, 1.6, sec_per_step=0.025, curve=[2.4, 2.0, 1.8, 1.6])
+    s = lm_compare.settings(argparse.Namespace(model="tiny", steps=100, device="cpu", jobs=2))
+    table = lm_compare.build_table([adamw, muon])
+    root = tmp_path / "benchmarks"
+    for name, tab in (("small_sweep", table[:1]), ("big_sweep", table)):
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps(
+            {"experiment": "lm-compare", "settings": s, "table": tab, "command": lm_compare.command(s, ["adamw", "muon"])}))
+    (root / "big_sweep" / "curves.png").write_bytes(b"png")
+    assert lm_compare.committed_results(root) == root / "big_sweep"     # the one with more optimizers
+    assert lm_compare.committed_results(tmp_path / "none") is None
+    monkeypatch.setattr(lm_compare, "COMMITTED", root)
+    assert lm_report._lm_settings(True) == {"lm-compare": {"from_results": str(root / "big_sweep")}}
+    out = tmp_path / "report" / "lm-compare"
+    payload = lm_compare.run(argparse.Namespace(out=str(out), from_results=str(root / "big_sweep")))
+    assert (out / "curves.png").read_bytes() == b"png"
+    res = lm_report.LM_COMPARE_SECTION.summarize({"lm-compare": payload}, True)
+    assert [c.holds for c in res.claims] == ["yes", "no"]   # half the steps, but 2.5x the step time: 1.25x the time
+    assert "Committed results (big_sweep" in res.notes and "--model tiny --steps 100 --device cpu" in res.notes
+    assert "on cpu" in res.notes and "quick" not in res.claims[0].ours

@@ -394,10 +394,59 @@ def markdown_table(table: list[dict], s: dict, spearman) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the experiment
+def command(s: dict, names: list[str]) -> str:
+    """The CLI command that reproduces a sweep with settings ``s``."""
+    parts = ["muonlab run lm-compare", f"--model {s['model']}", f"--steps {s['steps']}", f"--device {s['device']}",
+             f"--jobs {s['jobs']}"]
+    if list(names) != list(DEFAULT_OPTIMIZERS):
+        parts.append(f"--optimizers {','.join(names)}")
+    if s.get("compile"):
+        parts.append("--compile")
+    if s["seed"]:
+        parts.append(f"--seed {s['seed']}")
+    if s.get("data"):
+        parts.append(f"--data {s['data']}")
+    return " ".join(parts)
+
+
+COMMITTED = Path(__file__).resolve().parents[3] / "benchmarks" / "lm"  # in a source checkout
+
+
+def committed_results(root: Path | None = None) -> Path | None:
+    """The most complete committed lm-compare result under ``root`` (benchmarks/lm/ of a source checkout): most
+    optimizers, then CUDA over CPU, then most tokens per run. None when there is none (an installed package)."""
+    root = COMMITTED if root is None else root
+    found = []
+    for path in sorted(root.glob("*/results.json")) if root.is_dir() else []:
+        try:
+            p = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if p.get("experiment") != "lm-compare" or not p.get("table"):
+            continue
+        st = p.get("settings", {})
+        tokens = st.get("steps", 0) * st.get("batch_size", 0) * st.get("block_size", 0)
+        found.append(((len(p["table"]), str(st.get("device", "cpu")).startswith("cuda"), tokens), path.parent))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def replay(source: Path, out: Path) -> dict:
+    """Copy a finished sweep's results.json, table.md and curves.png into ``out`` (the report's lm section)."""
+    payload = json.loads((source / "results.json").read_text())
+    for name in ("table.md", "curves.png"):
+        if (source / name).exists():
+            shutil.copyfile(source / name, out / name)
+    payload["replayed_from"] = str(source)
+    return payload
+
+
 def run(args) -> dict:
     from muonlab.tasks.lm.data import prepare_data
     from muonlab.tasks.lm.train import write_json
 
+    if getattr(args, "from_results", None):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        return replay(Path(args.from_results), Path(args.out))
     check_options(args)
     s = settings(args)
     names = parse_optimizers(getattr(args, "optimizers", None))
@@ -427,7 +476,8 @@ def run(args) -> dict:
                          [r["rank_work_D"] for r in table if "rank_work_D" in r])
     best = {r["optimizer"]: best_run([x for x in runs if x["optimizer"] == r["optimizer"]]) for r in table}
     target = next((r["final_val_loss"] for r in table if r["optimizer"] == "adamw"), None)
-    summary = {"experiment": "lm-compare", "settings": s, "optimizers": names, "table": table,
+    summary = {"experiment": "lm-compare", "command": command(s, names), "settings": s, "optimizers": names,
+               "table": table,
                "spearman_rank_vs_work_D": spearman, "wall_s": wall, "runs": runs, "plots": ["curves.png"]}
     write_json(out / "results.json", summary)
     (out / "table.md").write_text(markdown_table(table, s, spearman))
