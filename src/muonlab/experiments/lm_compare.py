@@ -176,7 +176,8 @@ def _one_run(job: dict) -> dict:
     summary_path = out / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("config") == cfg.trajectory_dict():
+        # same trajectory, and the same device and compile flag (they change the timing)
+        if summary.get("config") == cfg.trajectory_dict() and summary.get("timing") == [cfg.device, cfg.compile]:
             return dict(summary["run"], reused=True)
     if out.exists() and not (out / "checkpoint.pt").exists():
         shutil.rmtree(out)                  # leftovers of a run with other settings
@@ -197,7 +198,7 @@ def _one_run(job: dict) -> dict:
         return dict(run, interrupted=True)
     from muonlab.tasks.lm.train import write_json
 
-    write_json(summary_path, {"config": cfg.trajectory_dict(), "run": run})
+    write_json(summary_path, {"config": cfg.trajectory_dict(), "timing": [cfg.device, cfg.compile], "run": run})
     for f in out.iterdir():                 # the checkpoint and plots are not needed once the summary exists
         if f != summary_path:
             shutil.rmtree(f) if f.is_dir() else f.unlink()
