@@ -45,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads; on a machine shared with other jobs, 1 is often several times faster")
     g.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (fused AdamW step on CUDA); meant for CUDA: on CPU it measured "
-                        "slower (BENCHMARKS.md); the first steps include minutes of compilation")
+                   help="torch.compile the model (and a fused AdamW step on CUDA); meant for CUDA: on CPU it gains "
+                        "~10%% per step after minutes of first-time compilation (BENCHMARKS.md)")
     g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
                    help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on CUDA")
     g.add_argument("--out", default=d.out)
