@@ -178,8 +178,9 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     ``cfg.aux_lr`` on embeddings, the head and vectors. The schedule scales every group's lr alike."""
     lr = cfg.peak_lr
     if cfg.optimizer == "adamw":
-        # --compile on CUDA: the fused (single-kernel) AdamW step, the optimizer half of a compiled step
-        fused = cfg.compile and next(model.parameters()).is_cuda
+        # --compile on CUDA: the fused (single-kernel) AdamW step, the optimizer half of a compiled step (plain
+        # tensors only: FSDP's sharded parameters keep the default foreach step)
+        fused = cfg.compile and cfg.parallel != "fsdp" and next(model.parameters()).is_cuda
         opt = torch.optim.AdamW(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-10,
                                 **({"fused": True} if fused else {}))
     elif cfg.optimizer == "sgd":
