@@ -225,3 +225,22 @@ def test_report_uses_the_committed_sweep_when_there_is_one(tmp_path, monkeypatch
     assert [c.holds for c in res.claims] == ["yes", "no"]   # half the steps, but 2.5x the step time: 1.25x the time
     assert "Committed results (big_sweep" in res.notes and "--model tiny --steps 100 --device cpu" in res.notes
     assert "on cpu" in res.notes and "quick" not in res.claims[0].ours
+
+
+def test_table_prefers_the_interleaved_step_costs(tmp_path):
+    adamw = fake_run("adamw", 3e-3, 2.0, sec_per_step=0.050, curve=[2.6, 2.4, 2.2, 2.0])   # ran under heavy load
+    muon = fake_run("muon", 2e-2, 1.6, sec_per_step=0.010, curve=[2.4, 2.0, 1.8, 1.6])
+    table = {r["optimizer"]: r for r in lm_compare.build_table([adamw, muon], step_cost={"adamw": 0.01, "muon": 0.02})}
+    assert table["muon"]["s_per_step"] == 0.02 and table["muon"]["s_per_step_run"] == 0.01
+    assert table["muon"]["time_ratio_vs_adamw"] == pytest.approx(50 * 0.02 / (100 * 0.01))
+
+
+def test_step_costs_are_measured_for_every_optimizer(tmp_path):
+    from muonlab.tasks.lm.data import prepare_data
+
+    from .conftest import write_corpus
+
+    data = prepare_data(str(write_corpus(tmp_path / "corpus")), "byte", verbose=False)
+    s = lm_compare.settings(argparse.Namespace(quick=True, device="cpu", data=str(tmp_path / "corpus")))
+    costs = lm_compare.measure_step_costs(["adamw", "muon"], s, data, steps=2, warmup=1)
+    assert set(costs) == {"adamw", "muon"} and all(0 < c < 10 for c in costs.values())

@@ -105,6 +105,8 @@ def settings(args) -> dict:
         device=device,
         jobs=int(getattr(args, "jobs", None) or default_jobs),
         compile=bool(getattr(args, "compile", False)),
+        # CPU: time per step from all optimizers taking turns in one process (see measure_step_costs)
+        step_timing_steps=12 if device == "cpu" else 0,
         torch=torch.__version__,
     )
 
@@ -307,9 +309,53 @@ def seconds_per_step(run: dict) -> float | None:
     return t / n if t and n else None
 
 
-def build_table(runs: list[dict], extended: dict | None = None) -> list[dict]:
+def measure_step_costs(names: list[str], s: dict, token_data, steps: int = 12, warmup: int = 2) -> dict[str, float]:
+    """Seconds per training step of each optimizer, measured with all of them taking turns step by step in this
+    process (one thread on CPU), so that every optimizer sees the same machine load; median after ``warmup``.
+
+    On a shared CPU the runs' own step times swing with the load (2x between runs doing the same arithmetic);
+    these are what the time-to-target columns use there."""
+    import statistics
+
+    import torch
+
+    from muonlab.tasks.lm.data import BatchSampler
+    from muonlab.tasks.lm.train import TrainConfig, build_model, build_optimizer, train_step
+
+    device = torch.device(s["device"])
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        sides = {}
+        for name in names:
+            cfg = TrainConfig(data=s["data"], model=s["model"], block_size=s["block_size"], batch_size=s["batch_size"],
+                              optimizer=name, seed=s["seed"], record_logits=False, device=s["device"])
+            model = build_model(cfg, token_data.vocab_size).to(device)
+            sides[name] = (cfg, model, build_optimizer(cfg, model), [])
+        sampler = BatchSampler(token_data.train, s["batch_size"], s["block_size"], seed=s["seed"])
+        for step in range(warmup + steps):
+            batch = sampler.batch(step)
+            for cfg, model, opt, times in sides.values():
+                t0 = time.perf_counter()
+                train_step(model, opt, batch, cfg, device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        return {name: statistics.median(times[warmup:]) for name, (_, _, _, times) in sides.items()}
+    finally:
+        torch.set_num_threads(previous)
+
+
+def build_table(runs: list[dict], extended: dict | None = None, step_cost: dict[str, float] | None = None) -> list[dict]:
     """One row per optimizer (best lr first by final validation loss), with steps and training time to reach tuned
-    AdamW's final validation loss and their ratios to AdamW's own (its full run)."""
+    AdamW's final validation loss and their ratios to AdamW's own (its full run). Time per step: ``step_cost`` (see
+    measure_step_costs) where given, else the run's own mean."""
+    step_cost = step_cost or {}
+
+    def seconds_per_step_of(run: dict) -> float | None:
+        return step_cost.get(run["optimizer"]) or seconds_per_step(run)
+
     by_opt: dict[str, list[dict]] = {}
     for r in runs:
         by_opt.setdefault(r["optimizer"], []).append(r)
@@ -317,7 +363,7 @@ def build_table(runs: list[dict], extended: dict | None = None) -> list[dict]:
     adamw = best.get("adamw")
     target = score(adamw) if adamw is not None else None
     adamw_steps = adamw["steps_done"] if adamw is not None else None
-    adamw_time = adamw_steps * seconds_per_step(adamw) if adamw is not None and seconds_per_step(adamw) else None
+    adamw_time = adamw_steps * seconds_per_step_of(adamw) if adamw is not None and seconds_per_step_of(adamw) else None
     table = []
     for name, rs in by_opt.items():
         b = best[name]
@@ -326,7 +372,8 @@ def build_table(runs: list[dict], extended: dict | None = None) -> list[dict]:
                "final_val_loss": None if b is None else score(b), "lrs_tried": lrs,
                "lr_at_grid_edge": edge_of(rs) if len(rs) > 1 else None,
                "extensions": dict((extended or {}).get(name, {})),
-               "s_per_step": None if b is None else seconds_per_step(b),
+               "s_per_step": None if b is None else seconds_per_step_of(b),
+               "s_per_step_run": None if b is None else seconds_per_step(b),
                "tokens_per_s": None if b is None else b.get("tokens_per_s")}
         if b is not None and target is not None:
             reach = steps_to_reach(b["val_steps"], b["val_losses"], target)
@@ -367,8 +414,11 @@ def markdown_table(table: list[dict], s: dict, spearman) -> str:
              f"{s.get('torch', '?')}, seed {s['seed']}. lr grid x[{grid}] around each default, extended x2 / ÷2 "
              f"while the best is at an edge (at most {s['max_extensions']} times per side).", "",
              "Time = training time (forward, backward, step; no evaluation) to reach tuned AdamW's final validation "
-             "loss: interpolated step x the run's mean time per step. "
-             + ("Runs shared the machine, so times carry its load." if s["jobs"] > 1 else ""), "",
+             "loss: interpolated step x time per step; "
+             + (f"ms/step: median of {s['step_timing_steps']} steps with all optimizers taking turns in one process "
+                "(same machine load for all; each run's own mean, which carries the load of its moment, is in "
+                "results.json)." if s.get("step_timing_steps") else
+                "ms/step: the run's own mean." + (" Runs shared the device." if s["jobs"] > 1 else "")), "",
              "| optimizer | best lr | lrs tried | final val loss | steps to AdamW's final (ratio) | time to AdamW's final "
              "(ratio) | ms/step | our rank (D's 8) | work D rank | work D loss (lr) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -472,14 +522,17 @@ def run(args) -> dict:
     if runs_dir.resolve() != (out / "runs").resolve():
         shutil.rmtree(out / "runs", ignore_errors=True)
         shutil.move(str(runs_dir), str(out / "runs"))  # the run summaries go with the results
-    table = build_table(runs, extended)
+    step_cost = None
+    if s["step_timing_steps"]:
+        step_cost = measure_step_costs(names, s, token_data, steps=s["step_timing_steps"])
+    table = build_table(runs, extended, step_cost)
     spearman = _spearman([r["rank_ours_among_D"] for r in table if "rank_work_D" in r],
                          [r["rank_work_D"] for r in table if "rank_work_D" in r])
     best = {r["optimizer"]: best_run([x for x in runs if x["optimizer"] == r["optimizer"]]) for r in table}
     target = next((r["final_val_loss"] for r in table if r["optimizer"] == "adamw"), None)
     summary = {"experiment": "lm-compare", "command": command(s, names), "settings": s, "optimizers": names,
                "table": table,
-               "spearman_rank_vs_work_D": spearman, "wall_s": wall, "runs": runs, "plots": ["curves.png"]}
+               "spearman_rank_vs_work_D": spearman, "step_cost_s": step_cost, "wall_s": wall, "runs": runs, "plots": ["curves.png"]}
     write_json(out / "results.json", summary)
     (out / "table.md").write_text(markdown_table(table, s, spearman))
     plot_curves({n: b for n, b in best.items() if b is not None}, out / "curves.png", target)
