@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_model(args.model)
     check_device(args.device)
     out = args.out or str(Path("results") / args.experiment)
+    _check_lm_compare_options(args, out)
     try:
         with atomic_directory(out) as tmp:
             payload = execute(args.experiment, args, tmp)
@@ -117,6 +118,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(payload))
     print(f"wrote {Path(out).resolve() / 'results.json'} and {', '.join(payload.get('plots', []))}")
     return 0
+
+
+LM_COMPARE_OPTIONS = ("device", "model", "jobs", "compile")
+
+
+def _check_lm_compare_options(args: argparse.Namespace, out: str) -> None:
+    """lm-compare's own options: validated here (one line each), refused for the other experiments. Its run
+    folders live in OUT/runs while it runs, so that the same command resumes a killed sweep."""
+    # --model and --device serve qk-clip too (checked in cmd_run); --jobs and --compile only lm-compare.
+    only_lm_compare = ("jobs", "compile") if args.experiment == "qk-clip" else LM_COMPARE_OPTIONS
+    given = [f"--{o}" for o in only_lm_compare if getattr(args, o, None) not in (None, False)]
+    if args.experiment != "lm-compare":
+        if given:
+            raise _error(f"{', '.join(given)}: only for lm-compare, not {args.experiment}")
+        return
+    from muonlab.experiments.lm_compare import LMCompareError, check_options
+
+    try:
+        check_options(args)
+    except LMCompareError as err:
+        raise _error(str(err)) from None
+    args.runs_dir = str(Path(out) / "runs")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -153,8 +176,12 @@ def register(subparsers) -> None:
     run.add_argument("--out", help="output directory (default results/EXPERIMENT); replaced atomically")
     run.add_argument("--quick", action="store_true", help="smaller step-size grids and budgets")
     run.add_argument("--small", action="store_true", help="work B problems with every dimension divided by 5")
-    run.add_argument("--model", help="LM experiments: model preset, e.g. micro, tiny, small (default: per experiment)")
-    run.add_argument("--device", help="LM experiments: auto (default), cpu, cuda or cuda:N; bf16 autocast on CUDA")
+    lm = run.add_argument_group("language-model experiments (lm-compare, qk-clip)")
+    lm.add_argument("--model", help="GPT preset, e.g. micro, tiny, small (default: per experiment)")
+    lm.add_argument("--device", help="auto (default), cpu, cuda or cuda:N; bf16 autocast on CUDA")
+    lm.add_argument("--jobs", type=int, help="runs at once: processes, one torch thread each on CPU, sharing the GPU "
+                                             "on CUDA (default 2 on CPU, 1 on CUDA)")
+    lm.add_argument("--compile", action="store_true", help="torch.compile each run's training step")
     _common(run)
     run.set_defaults(func=cmd_run)
 

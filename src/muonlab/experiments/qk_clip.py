@@ -59,7 +59,8 @@ def run(args) -> dict:
     import torch
 
     from muonlab.tasks.lm.data import prepare_data
-    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train, write_json
+    from muonlab.jsonio import write_json
+    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train
 
     s = settings(args)
     out = Path(args.out)

@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads; on a machine shared with other jobs, 1 is often several times faster "
                         "(default: torch's)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (and a fused AdamW step on CUDA); meant for CUDA: on CPU it gains "
+                        "~10%% per step after minutes of first-time compilation (BENCHMARKS.md)")
     g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
                    help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, "
                         "nccl on CUDA (default: %(default)s)")
@@ -91,6 +94,7 @@ def config_from_args(args: argparse.Namespace):
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
+        compile=args.compile,
         out=args.out, parallel=args.parallel,
         resume=args.resume, progress=not args.no_progress,
     )

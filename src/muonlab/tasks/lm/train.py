@@ -47,7 +47,7 @@ DEFAULT_LR: dict[str, float] = {
 ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
-NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads"}
+NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
 
 
 class TrainError(ValueError):
@@ -83,6 +83,7 @@ class TrainConfig:
     record_logits: bool = True
     device: str = "auto"
     threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
+    compile: bool = False              # torch.compile the training forward/backward (see compile_for_training)
     out: str = "runs/lm"
     parallel: str = "none"             # none | ddp | fsdp (launch with torchrun); batch_size is per rank
     resume: bool = False
@@ -143,6 +144,25 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
+COMPILED_PREFIX = "_orig_mod."
+
+
+def compile_for_training(forward: torch.nn.Module) -> None:
+    """``torch.compile`` in place (``Module.compile``) the module that runs the training forward (the model, or its
+    DDP wrapper): inductor fuses the forward and its backward graph. In place, so the module keeps its type and
+    ``state_dict()`` its plain keys (a ``torch.compile(model)`` wrapper would prefix them with ``_orig_mod.``):
+    checkpoints load into an uncompiled model and resume exactly as before. Evaluation and max-logit measurement
+    get graphs of their own (no_grad, the record flag) on first use."""
+    forward.compile()
+
+
+def uncompiled_state_dict(state: dict) -> dict:
+    """A state_dict saved from a compiled module has every key prefixed with ``_orig_mod.``; strip it."""
+    if state and all(k.startswith(COMPILED_PREFIX) for k in state):
+        return {k[len(COMPILED_PREFIX):]: v for k, v in state.items()}
+    return state
+
+
 def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
     try:
         gpt_cfg = preset_config(cfg.model, vocab_size=vocab_size, attention=cfg.attention, n_kv_head=cfg.n_kv_head,
@@ -168,7 +188,11 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     ``cfg.aux_lr`` on embeddings, the head and vectors. The schedule scales every group's lr alike."""
     lr = cfg.peak_lr
     if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-10)
+        # --compile on CUDA: the fused (single-kernel) AdamW step, the optimizer half of a compiled step (plain
+        # tensors only: FSDP's sharded parameters keep the default foreach step)
+        fused = cfg.compile and cfg.parallel != "fsdp" and next(model.parameters()).is_cuda
+        opt = torch.optim.AdamW(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, betas=(0.9, 0.95), eps=1e-10,
+                                **({"fused": True} if fused else {}))
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(_adamw_groups(model, lr, cfg.weight_decay), lr=lr, momentum=0.9)
     else:
@@ -344,6 +368,8 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     block = model.config.block_size
     token_data.check_fits(cfg.batch_size * par.world_size, block)
     forward = par.wrap(model, model.blocks)  # DDP wrapper, or the model itself sharded in place (FSDP2)
+    if cfg.compile:
+        compile_for_training(forward)
     optimizer = build_optimizer(cfg, model)
     clip = None
     if cfg.qk_clip is not None:
@@ -372,7 +398,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
         if par.kind == "fsdp":
             par.load_sharded(out / payload["sharded"], model, optimizer)
         else:
-            model.load_state_dict(payload["model"])
+            model.load_state_dict(uncompiled_state_dict(payload["model"]))
             optimizer.load_state_dict(payload["optimizer"])
         history = payload["history"]
         start = int(payload["step"])
@@ -420,6 +446,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     tokens_per_step = cfg.batch_size * block * par.world_size
     model.train()
     interrupted = diverged = False
+    step_times: list[float] = []  # this process's step times: the steady rate leaves out compilation and warm-up
     bar = None
     if cfg.progress and par.is_main:
         from tqdm import tqdm
@@ -434,7 +461,8 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
             loss = par.mean(loss)  # each rank saw its slice: the global batch's loss
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            history["train_time_s"] += time.perf_counter() - t0
+            step_times.append(time.perf_counter() - t0)
+            history["train_time_s"] += step_times[-1]
             history["train_steps"].append(step + 1)
             history["train_losses"].append(loss)
             if logits is not None:
@@ -469,6 +497,8 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
 
     results = summarize(cfg, history, tokens_per_step, model)
     results["interrupted"] = interrupted
+    steady = step_times[min(3, len(step_times) // 2):]
+    results["tokens_per_s_steady"] = tokens_per_step * len(steady) / sum(steady) if sum(steady) > 0 else None
     results["diverged"] = diverged
     results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
     if par.is_main:
