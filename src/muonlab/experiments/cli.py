@@ -131,7 +131,9 @@ def _check_lm_compare_options(args: argparse.Namespace, out: str) -> None:
     given = [f"--{o}" for o in only_lm_compare if getattr(args, o, None) not in (None, False)]
     if args.experiment != "lm-compare":
         if given:
-            raise _error(f"{', '.join(given)}: only for lm-compare, not {args.experiment}")
+            lm_only = [g for g in given if g in ("--jobs", "--compile")]
+            where = "lm-compare" if lm_only else "lm-compare and qk-clip"
+            raise _error(f"{', '.join(given)}: only for {where}, not {args.experiment}")
         return
     from muonlab.experiments.lm_compare import LMCompareError, check_options
 

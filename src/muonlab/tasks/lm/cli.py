@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: torch's)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model (and a fused AdamW step on CUDA); meant for CUDA: on CPU it gains "
-                        "~10%% per step after minutes of first-time compilation (BENCHMARKS.md)")
+                        "~10%% per step after minutes of first-time compilation (BENCHMARKS.md) (default: off)")
     g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
                    help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, "
                         "nccl on CUDA (default: %(default)s)")
