@@ -25,25 +25,12 @@ import torch
 
 from muonlab.jsonio import write_json
 from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
+from muonlab.optim.registry import OPTIMIZERS
 from muonlab.tasks.lm.model import GPT, PRESETS, preset_config
 
 # Default peak learning rates at --model tiny, batch 16 x 128 (the lr of the matrix parameters; embeddings,
-# head and vectors ride on AdamW at ADAMW_AUX_LR). Tuned by a short sweep, see BENCHMARKS.md.
-DEFAULT_LR: dict[str, float] = {
-    "adamw": 3e-3,
-    "adam": 3e-3,
-    "sgd": 0.1,
-    "muon": 0.02,
-    "simplified_muon": 0.02,
-    "polargrad": 0.02,
-    "msgd": 0.3,
-    "msgds": 0.05,
-    "msgdq": 0.02,
-    "msgdz": 0.02,
-    "adams": 0.01,
-    "adamq": 0.02,
-    "adamz": 0.02,
-}
+# head and vectors ride on AdamW at ADAMW_AUX_LR): the registry's ``lm_lr`` of each optimizer, its one source.
+DEFAULT_LR: dict[str, float] = {name: spec.lm_lr for name, spec in OPTIMIZERS.items() if spec.lm_lr is not None}
 ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
