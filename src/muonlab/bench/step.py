@@ -77,6 +77,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--width", type=int, default=None, help="model width (default: the preset's)")
     parser.add_argument("--vocab", type=int, default=VOCAB, help="token embedding rows (default 50257)")
     parser.add_argument("--skip-torch-bf16", action="store_true", help="leave out torch.optim.Muon as shipped")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row keys to run (default: all): muonlab_default, muonlab_polar_express, "
+                             "muonlab_keller, torch_muon_fp32, torch_muon_bf16, adamw_foreach, adamw_fused")
     parser.add_argument("--compile", action="store_true",
                         help="muonlab rows with compile=True (torch.compile of the matrix transform); torch's "
                              "rows stay eager (its foreach AdamW does not compile on CPU in torch 2.13)")
@@ -312,6 +315,13 @@ def run(args) -> dict:
     # Rows are timed round-robin (one step of each per round) so that load from other processes
     # on a shared machine falls on all of them alike; the medians' ratios are what we report.
     rows = make_rows(args.skip_torch_bf16)
+    if args.rows:
+        wanted = [k.strip() for k in args.rows.split(",") if k.strip()]
+        known = [row.key for row in make_rows(False)]
+        unknown = [k for k in wanted if k not in known]
+        if unknown or not wanted:
+            raise CLIError(f"--rows: unknown {unknown or args.rows!r}; known: {', '.join(known)}")
+        rows = [row for row in rows if row.key in wanted]
     results, steps, states = [], {}, {}
     for row in rows:
         if row.key == "torch_muon_bf16" and estimate_torch_bf16:
