@@ -8,7 +8,8 @@ shards (``torch.distributed.checkpoint``). Together with batches that are a pure
 that is a pure function of the step, this is what makes a resume bitwise exact.
 
 :class:`Checkpointer` is the trainer's side: :meth:`~Checkpointer.save` after a step, :meth:`~Checkpointer.resume`
-before the first.
+before the first. ``cfg`` is always the run's :class:`~muonlab.tasks.lm.train.TrainConfig` (not imported here:
+train.py imports this module).
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from muonlab.tasks.lm.errors import TrainError
 from muonlab.tasks.lm.history import History
 from muonlab.tasks.lm.schedule import default_warmup, lr_multiplier
 
-if TYPE_CHECKING:  # annotations only: train.py imports this module
+if TYPE_CHECKING:  # annotations only
     from muonlab.distributed.parallel import Parallel
-    from muonlab.tasks.lm.train import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SHARDED_PREFIX = "checkpoint_dcp_step"   # FSDP2: the shards of step s are in out/checkpoint_dcp_step{s}
@@ -41,7 +41,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
+def load_checkpoint(path: Path, cfg) -> dict:
     """The payload at ``path``, if ``cfg`` may continue it: the same trajectory fields (``steps`` and
     ``eval_every`` may differ) and ``cfg.steps`` not below the checkpoint's step; otherwise a TrainError."""
     try:
@@ -76,7 +76,7 @@ class Checkpointer:
     """``out/checkpoint.pt`` of one run: ``model`` and ``optimizer`` are saved into it and restored from it, on every
     rank of ``parallel`` (rank 0 writes the file; under FSDP2 every rank writes its shards)."""
 
-    def __init__(self, out: Path, cfg: TrainConfig, parallel: Parallel, model: torch.nn.Module,
+    def __init__(self, out: Path, cfg, parallel: Parallel, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer):
         self.out = Path(out)
         self.path = self.out / CHECKPOINT_NAME

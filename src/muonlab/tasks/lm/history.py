@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # annotations only: train.py imports this module
+if TYPE_CHECKING:  # annotations only
     import torch
 
     from muonlab.tasks.lm.model import GPT
-    from muonlab.tasks.lm.train import TrainConfig
 
 
 @dataclass
@@ -59,8 +58,9 @@ class History:
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
-def summarize(cfg: TrainConfig, history: History, tokens_per_step: int, model: GPT) -> dict:
-    """The results of a run: its config, the model's size, the final and best validation loss, throughput, and the
+def summarize(cfg, history: History, tokens_per_step: int, model: GPT) -> dict:
+    """The results of a run (``cfg``: its :class:`~muonlab.tasks.lm.train.TrainConfig`, not imported here: train.py
+    imports this module): its config, the model's size, the final and best validation loss, throughput, and the
     curves of ``history``. The trainer adds how the run ended (interrupted, diverged, steady throughput)."""
     n = len(history.train_steps)
     val = history.val_losses
