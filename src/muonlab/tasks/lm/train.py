@@ -2,18 +2,18 @@
 
 The pieces are separate functions so that a distributed wrapper can swap any one of them:
 ``build_model(cfg, vocab_size)``, ``build_optimizer(cfg, model)``, ``train_step(...)``, ``evaluate(...)``;
-``train(cfg)`` strings them together and writes ``cfg.out/results.json``, plots and ``checkpoint.pt``.
+``train(cfg)`` strings them together and writes ``cfg.out/results.json``, plots and ``checkpoint.pt``. Beside it:
+``schedule.py`` (the lr schedule), ``history.py`` (the recorded curves, the results and plots made from them),
+``checkpoint.py`` (saving, refusing and resuming checkpoints); this module re-exports the names callers import.
 
 Exact resume: batches are a pure function of (seed, step) (see data.py), the lr is a pure function of the step,
 and the checkpoint holds the model, the optimizer state and the history; so a run stopped at step t and resumed
 produces bitwise the same losses as one that never stopped (same device and threads).
 """
-
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -24,9 +24,14 @@ from typing import Callable
 import torch
 
 from muonlab.jsonio import write_json
-from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
 from muonlab.optim.registry import OPTIMIZERS
+from muonlab.tasks.lm.checkpoint import (COMPILED_PREFIX, Checkpointer, load_checkpoint, save_checkpoint,
+                                         uncompiled_state_dict)
+from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
+from muonlab.tasks.lm.errors import TrainError
+from muonlab.tasks.lm.history import History, plot_results, summarize
 from muonlab.tasks.lm.model import GPT, PRESETS, preset_config
+from muonlab.tasks.lm.schedule import lr_multiplier, set_lr
 
 # Default peak learning rates at --model tiny, batch 16 x 128 (the lr of the matrix parameters; embeddings,
 # head and vectors ride on AdamW at ADAMW_AUX_LR): the registry's ``lm_lr`` of each optimizer, its one source.
@@ -35,10 +40,6 @@ ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
 NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
-
-
-class TrainError(ValueError):
-    """A bad training configuration or checkpoint; the message says what to change."""
 
 
 @dataclass
@@ -131,9 +132,6 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
-COMPILED_PREFIX = "_orig_mod."
-
-
 def compile_for_training(forward: torch.nn.Module) -> None:
     """``torch.compile`` in place (``Module.compile``) the module that runs the training forward (the model, or its
     DDP wrapper): inductor fuses the forward and its backward graph. In place, so the module keeps its type and
@@ -141,13 +139,6 @@ def compile_for_training(forward: torch.nn.Module) -> None:
     checkpoints load into an uncompiled model and resume exactly as before. Evaluation and max-logit measurement
     get graphs of their own (no_grad, the record flag) on first use."""
     forward.compile()
-
-
-def uncompiled_state_dict(state: dict) -> dict:
-    """A state_dict saved from a compiled module has every key prefixed with ``_orig_mod.``; strip it."""
-    if state and all(k.startswith(COMPILED_PREFIX) for k in state):
-        return {k[len(COMPILED_PREFIX):]: v for k, v in state.items()}
-    return state
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
@@ -191,19 +182,6 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return opt
-
-
-def lr_multiplier(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio` at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup - 1)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * multiplier
 
 
 @torch.no_grad()
@@ -253,37 +231,6 @@ def evaluate(model: GPT, batches, device: torch.device) -> float:
         total += float(loss)
     model.train(was_training)
     return total / len(batches)
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Atomic: write to a temporary file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign file
-        raise TrainError(f"cannot read checkpoint {path}: {err}") from err
-    saved = payload.get("config", {})
-    current = cfg.trajectory_dict()
-    # --steps may change (lengthen a finished run): the schedule is then recomputed, see _train. Evaluation
-    # settings do not touch the trajectory either (evaluation is gradient-free on fixed batches).
-    free = {"steps", "eval_every"}
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current[k]!r}" for k in current
-             if k not in free and saved.get(k) != current[k]]
-    step = int(payload.get("step", 0))
-    if cfg.steps < step:
-        raise TrainError(f"--steps {cfg.steps} is below the checkpoint's step {step} in {path}; "
-                         f"pass --steps {step} or more")
-    if diffs:
-        raise TrainError(f"checkpoint {path} was written by a different configuration ("
-                         + "; ".join(diffs) + "); use the same flags, or a new --out")
-    return payload
 
 
 class _StopOnSigint:
@@ -342,15 +289,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
 
 def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict:
     device = par.device if par.active else resolve_device(cfg.device)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
     if token_data is None:
-        if not par.is_main:
-            par.barrier()  # rank 0 builds the token cache first, the others then read it
-        token_data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
-                                  verbose=cfg.progress and par.is_main)
-        if par.is_main:
-            par.barrier()
+        token_data = _prepare_data(cfg, par)
     model = build_model(cfg, token_data.vocab_size).to(device)
     block = model.config.block_size
     token_data.check_fits(cfg.batch_size * par.world_size, block)
@@ -358,88 +298,22 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     if cfg.compile:
         compile_for_training(forward)
     optimizer = build_optimizer(cfg, model)
-    clip = None
-    if cfg.qk_clip is not None:
-        from muonlab.optim.qkclip import QKClip
-
-        try:
-            clip = QKClip(model, cfg.qk_clip)
-        except ValueError as err:
-            raise TrainError(f"--qk-clip: {err}") from err
+    clip = _build_qk_clip(cfg, model)
     sampler = BatchSampler(token_data.train, cfg.batch_size, block, seed=cfg.seed, rank=par.rank,
                            world_size=par.world_size)
     val_batches = eval_batches(token_data.val, cfg.batch_size, block, cfg.eval_batches, seed=cfg.seed + 1234)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, cfg.steps // 20)
-    eval_every = cfg.eval_interval
-
-    history = {"train_steps": [], "train_losses": [], "val_steps": [], "val_losses": [],
-               "max_attn_logit_after_step": [], "max_attn_logit_per_head": [], "train_time_s": 0.0}
-    start = 0
-    if cfg.resume:
-        if not ckpt_path.exists():
-            raise TrainError(f"--resume: no checkpoint at {ckpt_path}")
-        payload = load_checkpoint(ckpt_path, cfg)
-        if payload.get("world_size", 1) != par.world_size:
-            raise TrainError(f"checkpoint {ckpt_path} was written by {payload.get('world_size', 1)} ranks, this run "
-                             f"has {par.world_size}; resume with the same --nproc_per_node")
-        if par.kind == "fsdp":
-            par.load_sharded(out / payload["sharded"], model, optimizer)
-        else:
-            model.load_state_dict(uncompiled_state_dict(payload["model"]))
-            optimizer.load_state_dict(payload["optimizer"])
-        history = payload["history"]
-        start = int(payload["step"])
-        # A resume may change --steps. The lr is a pure function of (step, total steps): with a new total the
-        # cosine is recomputed over it and continues from the resume point (the lr jumps to the new curve's value
-        # there); the warm-up keeps the length the run started with. Only an unchanged --steps is an exact resume.
-        saved_steps = int(payload["config"].get("steps", cfg.steps))
-        default_warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, saved_steps // 20)
-        warmup = int(payload.get("warmup", default_warmup))
-        if saved_steps != cfg.steps and par.is_main:
-            before = lr_multiplier(start, saved_steps, warmup, cfg.min_lr_ratio)
-            after = lr_multiplier(start, cfg.steps, warmup, cfg.min_lr_ratio)
-            print(f"muonlab: resuming at step {start} with --steps {cfg.steps} (the checkpoint's run had "
-                  f"{saved_steps}): the lr schedule is recomputed for {cfg.steps} steps, so the lr multiplier at "
-                  f"step {start} goes from {before:.3g} (old schedule) to {after:.3g}", flush=True)
-    elif ckpt_path.exists():
-        raise TrainError(f"{ckpt_path} exists: pass --resume to continue it, or choose a new --out")
-
-    def checkpoint(step: int) -> None:
-        meta = {"step": step, "history": history, "config": cfg.trajectory_dict(), "world_size": par.world_size,
-                "warmup": warmup}
-        if par.kind == "fsdp":
-            # Shards via torch.distributed.checkpoint in a folder named after the step; checkpoint.pt (written
-            # last, atomically) points at it, so a crash in between leaves the previous pair intact.
-            folder = f"checkpoint_dcp_step{step}"
-            previous = load_checkpoint(ckpt_path, cfg).get("sharded") if par.is_main and ckpt_path.exists() else None
-            par.save_sharded(out / folder, model, optimizer)
-            if par.is_main:
-                save_checkpoint(ckpt_path, dict(meta, sharded=folder))
-                if previous and previous != folder:
-                    import shutil
-
-                    shutil.rmtree(out / previous, ignore_errors=True)
-            par.barrier()
-            return
-        if par.is_main:
-            save_checkpoint(ckpt_path, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()))
-        par.barrier()
-
-    if start == 0 and not history["val_steps"]:
+    checkpointer = Checkpointer(Path(cfg.out), cfg, par, model, optimizer)
+    start, history, warmup = checkpointer.resume()
+    if start == 0 and not history.val_steps:
         # the initial model's validation loss: every curve starts at step 0 from the same point (one extra
         # evaluation; gradient-free on fixed batches, so the training trajectory is unchanged)
-        history["val_steps"].append(0)
-        history["val_losses"].append(evaluate(model, val_batches, device))
+        history.record_val(0, evaluate(model, val_batches, device))
     tokens_per_step = cfg.batch_size * block * par.world_size
+    progress = _Progress(cfg, start, tokens_per_step, enabled=cfg.progress and par.is_main)
+
     model.train()
     interrupted = diverged = False
     step_times: list[float] = []  # this process's step times: the steady rate leaves out compilation and warm-up
-    bar = None
-    if cfg.progress and par.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.optimizer} {cfg.model}/{cfg.attention}",
-                   unit="step", dynamic_ncols=True)
     with _StopOnSigint() as stop:
         for step in range(start, cfg.steps):
             set_lr(optimizer, lr_multiplier(step, cfg.steps, warmup, cfg.min_lr_ratio))
@@ -449,38 +323,22 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
             if device.type == "cuda":
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - t0)
-            history["train_time_s"] += step_times[-1]
-            history["train_steps"].append(step + 1)
-            history["train_losses"].append(loss)
-            if logits is not None:
-                history["max_attn_logit_after_step"].append(float(logits.max()))
-                history["max_attn_logit_per_head"].append([round(v, 4) for v in logits.flatten().tolist()])
-            if not math.isfinite(loss):
-                diverged = True
-            if (step + 1) % eval_every == 0 or step + 1 == cfg.steps or diverged:
-                history["val_steps"].append(step + 1)
-                history["val_losses"].append(evaluate(model, val_batches, device) if not diverged else float("nan"))
-            if bar is not None:
-                tok_s = tokens_per_step * len(history["train_steps"]) / max(history["train_time_s"], 1e-9)
-                post = {"loss": f"{loss:.3f}", "tok/s": f"{tok_s:,.0f}"}
-                if history["val_losses"]:
-                    post["val"] = f"{history['val_losses'][-1]:.3f}"
-                if logits is not None:
-                    post["max_logit"] = f"{float(logits.max()):.1f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
+            history.record_step(step + 1, loss, step_times[-1], logits)
+            diverged = not math.isfinite(loss)
+            if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps or diverged:
+                history.record_val(step + 1, evaluate(model, val_batches, device) if not diverged else float("nan"))
+            progress.update(loss, history, logits)
             if on_step is not None:
                 on_step(step + 1, loss)
             if diverged:
                 break
             if par.any(stop.requested):  # all ranks stop at the same step
-                checkpoint(step + 1)
+                checkpointer.save(step + 1, history, warmup)
                 interrupted = True
                 break
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-                checkpoint(step + 1)
-    if bar is not None:
-        bar.close()
+                checkpointer.save(step + 1, history, warmup)
+    progress.close()
 
     results = summarize(cfg, history, tokens_per_step, model)
     results["interrupted"] = interrupted
@@ -489,69 +347,64 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     results["diverged"] = diverged
     results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
     if par.is_main:
+        out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         plots = [] if interrupted else plot_results(results, out)
-        checkpoints = [p.name for p in (ckpt_path, *sorted(out.glob("checkpoint_dcp_step*"))) if p.exists()]
-        results["files"] = ["results.json", *plots, *checkpoints]  # everything this run wrote into out
+        results["files"] = ["results.json", *plots, *checkpointer.files()]  # everything this run wrote into out
         write_json(out / "results.json", results)
     return results
 
 
-def summarize(cfg: TrainConfig, history: dict, tokens_per_step: int, model: GPT) -> dict:
-    n = len(history["train_steps"])
-    val = history["val_losses"]
-    finite_val = [v for v in val if math.isfinite(v)]
-    return {
-        "config": asdict(cfg),
-        "model_config": model.config.to_dict(),
-        "parameters": model.num_parameters(non_embedding=False),
-        "peak_lr": cfg.peak_lr,
-        "steps_done": n,
-        "tokens_per_step": tokens_per_step,
-        "tokens_seen": n * tokens_per_step,
-        "final_val_loss": val[-1] if val else None,
-        "best_val_loss": min(finite_val) if finite_val else None,
-        "tokens_per_s": tokens_per_step * n / history["train_time_s"] if history["train_time_s"] > 0 else None,
-        **{k: history[k] for k in ("train_steps", "train_losses", "val_steps", "val_losses",
-                                   "max_attn_logit_after_step", "max_attn_logit_per_head", "train_time_s")},
-    }
+def _prepare_data(cfg: TrainConfig, par) -> TokenData:
+    """Tokenize ``cfg.data`` (cached): rank 0 builds the token cache first, the other ranks then read it."""
+    if not par.is_main:
+        par.barrier()
+    token_data = prepare_data(cfg.data, cfg.tokenizer, cfg.vocab_size, cfg.val_fraction,
+                              verbose=cfg.progress and par.is_main)
+    if par.is_main:
+        par.barrier()
+    return token_data
 
 
-def plot_results(results: dict, out: Path) -> list[str]:
-    """Write loss.png (and max_logit.png when logits were recorded) into ``out``; return the file names."""
-    import matplotlib
+def _build_qk_clip(cfg: TrainConfig, model: GPT):
+    """The QK-Clip of ``cfg.qk_clip`` (τ) over the model's attention, or None."""
+    if cfg.qk_clip is None:
+        return None
+    from muonlab.optim.qkclip import QKClip
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        return QKClip(model, cfg.qk_clip)
+    except ValueError as err:
+        raise TrainError(f"--qk-clip: {err}") from err
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    # the loss recorded for step s is measured before that step's update, on the model after s - 1 updates: plot it
-    # at s - 1, the x of the validation loss of the same model
-    ax.plot([s - 1 for s in results["train_steps"]], results["train_losses"], lw=0.8, alpha=0.6,
-            label="train (batch loss before the update)")
-    ax.plot(results["val_steps"], results["val_losses"], "o-", ms=3, label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"{results['config']['optimizer']} lr={results['peak_lr']:g}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=120)
-    plt.close(fig)
-    if results["max_attn_logit_after_step"]:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        steps = results["train_steps"][:len(results["max_attn_logit_after_step"])]
-        ax.plot(steps, results["max_attn_logit_after_step"])
-        tau = results["config"].get("qk_clip")
-        if tau:
-            ax.axhline(tau, color="k", ls="--", lw=0.8, label=f"τ = {tau:g}")
-            ax.legend()
-        ax.set_xlabel("step")
-        ax.set_ylabel("max attention logit (all heads)")
-        fig.tight_layout()
-        fig.savefig(out / "max_logit.png", dpi=120)
-        plt.close(fig)
-        return ["loss.png", "max_logit.png"]
-    return ["loss.png"]
+
+class _Progress:
+    """The tqdm bar of a run (rank 0, ``cfg.progress``): loss, throughput, last validation loss and max logit."""
+
+    def __init__(self, cfg: TrainConfig, start: int, tokens_per_step: int, enabled: bool):
+        self.tokens_per_step = tokens_per_step
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.optimizer} {cfg.model}/{cfg.attention}",
+                            unit="step", dynamic_ncols=True)
+
+    def update(self, loss: float, history: History, logits: torch.Tensor | None) -> None:
+        if self.bar is None:
+            return
+        tok_s = self.tokens_per_step * len(history.train_steps) / max(history.train_time_s, 1e-9)
+        post = {"loss": f"{loss:.3f}", "tok/s": f"{tok_s:,.0f}"}
+        if history.val_losses:
+            post["val"] = f"{history.val_losses[-1]:.3f}"
+        if logits is not None:
+            post["max_logit"] = f"{float(logits.max()):.1f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def config_from_dict(d: dict) -> TrainConfig:
@@ -560,4 +413,5 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "TrainError", "DataError", "DEFAULT_LR", "build_model", "build_optimizer", "train_step",
-           "evaluate", "train", "lr_multiplier", "save_checkpoint", "load_checkpoint"]
+           "evaluate", "train", "lr_multiplier", "set_lr", "save_checkpoint", "load_checkpoint", "uncompiled_state_dict",
+           "COMPILED_PREFIX", "History", "summarize", "plot_results"]
