@@ -68,8 +68,12 @@ def check_model(name: str | None) -> str | None:
 
 def check_device(name: str | None) -> str | None:
     """--device of the LM experiments: auto (CUDA if available), cpu, cuda or cuda:N, and it must exist here."""
-    if name is None or name == "auto":
-        return name
+    from muonlab.errors import device_problem
+
+    problem = device_problem(name)
+    if problem:
+        raise _error(problem)
+    return name
     import torch
 
     try:

@@ -50,8 +50,7 @@ class LMCompareError(ValueError):
 # ---------------------------------------------------------------------------------------------- options
 def check_options(args) -> None:
     """Validate --device, --model, --steps, --jobs before anything runs (one-line LMCompareError)."""
-    import torch
-
+    from muonlab.errors import device_problem
     from muonlab.tasks.lm.model import PRESETS
 
     model = getattr(args, "model", None)
@@ -63,18 +62,9 @@ def check_options(args) -> None:
     jobs = getattr(args, "jobs", None)
     if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         raise LMCompareError(f"--jobs must be a positive integer (runs at once), got {jobs}")
-    device = getattr(args, "device", None)
-    if device is not None and device != "auto":
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise LMCompareError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
-        if dev.type not in ("cpu", "cuda"):
-            raise LMCompareError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise LMCompareError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LMCompareError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    problem = device_problem(getattr(args, "device", None))
+    if problem:
+        raise LMCompareError(problem)
 
 
 def settings(args) -> dict:
