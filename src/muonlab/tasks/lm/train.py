@@ -34,6 +34,7 @@ DEFAULT_LR: dict[str, float] = {
     "adam": 3e-3,
     "sgd": 0.1,
     "muon": 0.02,
+    "normuon": 0.02,
     "simplified_muon": 0.02,
     "polargrad": 0.02,
     "msgd": 0.3,
