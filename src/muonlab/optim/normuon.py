@@ -186,7 +186,8 @@ class NorMuon(Muon):
             v = self._row_moment(p, group)
             rows = u.reshape(-1, cols)
             work = torch.promote_types(v.dtype, u.dtype)
-            squares = rows.to(work).square().sum(-1)  # Σ_j (sU)_ij², s the block's shape scale
+            # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
+            squares = torch.linalg.vector_norm(rows, dim=-1, dtype=work).square()
             # V ← β₂V + (1 − β₂)·mean_j U_ij², with U = (sU)/s
             v.view(-1).lerp_((squares * inv_s2.reshape(-1).to(work) / cols).to(v.dtype), 1 - beta2)
             inverse = (v.reshape(-1).to(work).sqrt() + row_eps).reciprocal()
