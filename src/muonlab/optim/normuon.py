@@ -105,6 +105,7 @@ class NorMuon(Muon):
         **options,
     ) -> None:
         self._normuon_defaults = dict(beta2=beta2, row_eps=row_eps)
+        self._row_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, int, int]] = {}  # see _local_rows
         self._check_row_settings(self._normuon_defaults, "")
         super().__init__(params, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
                          **options)
@@ -159,74 +160,94 @@ class NorMuon(Muon):
         v = state[ROW_STATE]
         return v.to_local() if hasattr(v, "to_local") else v
 
-    def _local_rows(self, local: torch.Tensor, group: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """:func:`row_blocks` of the parameter, restricted to this rank's rows."""
-        owner = self._param_of.get(id(local), local)
-        ids, inv_s2, blocks = row_blocks(owner.shape, group, local.device)
-        if owner is not local:
-            from torch.distributed.tensor import DTensor, Replicate
+    def _local_rows(self, local: torch.Tensor, group: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(block index, 1/(s²·columns)) of this rank's rows, flat; the parameter's number of blocks; its columns.
 
-            mesh = owner.device_mesh
-            ids, inv_s2 = (
-                DTensor.from_local(t, mesh, [Replicate()] * mesh.ndim, run_check=False)
-                .redistribute(mesh, owner.placements)
-                .to_local()
-                for t in (ids, inv_s2)
-            )
-        return ids, inv_s2, blocks
+        From :func:`row_blocks`; cached by value (shape, block settings, device, dtype, sharding), so a step
+        does no per-parameter set-up work after the first."""
+        owner = self._param_of.get(id(local), local)
+        sharding = (owner.device_mesh, tuple(owner.placements)) if owner is not local else None
+        key = (tuple(owner.shape), group["tensor_layout"], group.get("split_sizes"), group.get("num_heads"),
+               group.get("adjust_lr_fn"), local.device, dtype, sharding)
+        cached = self._row_cache.get(key)
+        if cached is None:
+            ids, inv_s2, blocks = row_blocks(owner.shape, group, local.device)
+            cols = row_layout(owner.shape, group["tensor_layout"])[1]
+            inv_s2_per_col = inv_s2 / cols
+            if sharding is not None:
+                from torch.distributed.tensor import DTensor, Replicate
+
+                mesh = owner.device_mesh
+                ids, inv_s2_per_col = (
+                    DTensor.from_local(t, mesh, [Replicate()] * mesh.ndim, run_check=False)
+                    .redistribute(mesh, owner.placements)
+                    .to_local()
+                    for t in (ids, inv_s2_per_col)
+                )
+            cached = self._row_cache[key] = (ids.reshape(-1), inv_s2_per_col.reshape(-1).to(dtype), blocks, cols)
+        return cached
 
     def apply_updates(self, group, params, grads, updates):
-        """Row normalization of each update (see the module docstring), then Muon's decay and step."""
+        """Row normalization of each update (see the module docstring), then Muon's decay and step.
+
+        The row-sized work of the whole chunk is done in a few foreach / concatenated ops (one kernel each
+        on CUDA, not one per parameter); only the row sums and the final scaling pass over the updates."""
         beta2, row_eps = group["beta2"], group["row_eps"]
-        rows_of, sharded, sums = [], [], []
-        for p, u in zip(params, updates):
-            owner = self._param_of.get(id(p), p)
-            _, cols = row_layout(owner.shape, group["tensor_layout"])
-            ids, inv_s2, blocks = self._local_rows(p, group)
-            v = self._row_moment(p, group)
-            rows = u.reshape(-1, cols)
-            work = torch.promote_types(v.dtype, u.dtype)
-            # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
-            squares = torch.linalg.vector_norm(rows, dim=-1, dtype=work).square()
-            # V ← β₂V + (1 − β₂)·mean_j U_ij², with U = (sU)/s
-            v.view(-1).lerp_((squares * inv_s2.reshape(-1).to(work) / cols).to(v.dtype), 1 - beta2)
-            inverse = (v.reshape(-1).to(work).sqrt() + row_eps).reciprocal()
-            # per block: ‖sU‖_F² and ‖sÛ‖_F² (this rank's rows only when the parameter is sharded)
-            block_sums = torch.zeros(blocks, 2, dtype=work, device=u.device)
-            block_sums.index_add_(0, ids.reshape(-1), torch.stack([squares, squares * inverse.square()], dim=-1))
-            rows_of.append((u, rows, ids.reshape(-1), inverse))
-            sums.append(block_sums)
-            sharded.append(owner if _sharded(owner) else None)
-        sums = _sum_over_shards(sums, sharded)
-        normalized = []
-        for (u, rows, ids, inverse), block_sums in zip(rows_of, sums):
-            before, after = block_sums.unbind(-1)
-            ratio = torch.where(after > 0, (before / after.clamp(min=torch.finfo(after.dtype).tiny)).sqrt(), 0.0)
-            # the updates are this step's own tensors (the transform's output): normalized in place
-            normalized.append(rows.mul_((inverse * ratio[ids]).unsqueeze(-1)).reshape(u.shape))
-        del rows_of
+        moments = [self._row_moment(p, group).view(-1) for p in params]
+        # the row work in ≥ the state's precision (fp32 for half parameters, fp64 for fp64 ones)
+        works = [torch.promote_types(v.dtype, u.dtype) for v, u in zip(moments, updates)]
+        layouts = [self._local_rows(p, group, w) for p, w in zip(params, works)]
+        rows = [u.reshape(-1, cols) for u, (_, _, _, cols) in zip(updates, layouts)]
+        # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
+        squares = [torch.linalg.vector_norm(r, dim=-1, dtype=w) for r, w in zip(rows, works)]
+        torch._foreach_mul_(squares, squares)
+        # V ← β₂V + (1 − β₂)·mean_j U_ij², with U = (sU)/s
+        means = torch._foreach_mul(squares, [layout[1] for layout in layouts])
+        means = [m.to(v.dtype) for m, v in zip(means, moments)]
+        torch._foreach_lerp_(moments, means, 1 - beta2)
+        del means
+        inverse = torch._foreach_sqrt([v.to(w) for v, w in zip(moments, works)])
+        torch._foreach_add_(inverse, row_eps)
+        torch._foreach_reciprocal_(inverse)
+        factors = _frobenius_kept(self, params, layouts, squares, inverse)
+        normalized = [r.mul_(f.unsqueeze(-1)).reshape(u.shape) for r, f, u in zip(rows, factors, updates)]
+        del rows, factors
         super().apply_updates(group, params, grads, normalized)
 
 
-def _sum_over_shards(sums: list[torch.Tensor], owners: list[torch.Tensor | None]) -> list[torch.Tensor]:
-    """The per-block sums of sharded parameters summed over their mesh (one all-reduce per mesh and dtype),
-    the others unchanged."""
-    groups: dict[tuple, list[int]] = {}
-    for i, owner in enumerate(owners):
-        if owner is not None:
-            groups.setdefault((owner.device_mesh, sums[i].dtype), []).append(i)
-    if not groups:
-        return sums
-    from torch.distributed.tensor import DTensor, Partial, Replicate
+def _frobenius_kept(opt: NorMuon, params, layouts, squares, inverse) -> list[torch.Tensor]:
+    """Each row's factor 1/(√V + ε)·‖U‖_F/‖Û‖_F of its block, for every parameter of the chunk.
 
-    sums = list(sums)
-    for (mesh, _), idx in groups.items():
-        flat = torch.cat([sums[i].reshape(-1) for i in idx])
-        total = (
-            DTensor.from_local(flat, mesh, [Partial()] * mesh.ndim, run_check=False)
-            .redistribute(mesh, [Replicate()] * mesh.ndim)
-            .to_local()
-        )
-        for i, piece in zip(idx, total.split([sums[i].numel() for i in idx])):
-            sums[i] = piece.reshape(sums[i].shape)
-    return sums
+    The two sums per block, Σ(sU)² and Σ(sU)²/(√V + ε)², are taken over this rank's rows and, for the
+    parameters sharded over a mesh, summed over it: one all-reduce per mesh for the whole chunk."""
+    parts: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        owner = opt._param_of.get(id(p), p)
+        mesh = owner.device_mesh if _sharded(owner) else None
+        parts.setdefault((mesh, squares[i].dtype, squares[i].device), []).append(i)
+    factors: list[torch.Tensor | None] = [None] * len(params)
+    for (mesh, _, _), idx in parts.items():
+        offsets, ids = 0, []
+        for i in idx:
+            ids.append(layouts[i][0] + offsets if offsets else layouts[i][0])
+            offsets += layouts[i][2]
+        ids = torch.cat(ids) if len(ids) > 1 else ids[0]
+        sq = torch.cat([squares[i] for i in idx]) if len(idx) > 1 else squares[idx[0]]
+        inv = torch.cat([inverse[i] for i in idx]) if len(idx) > 1 else inverse[idx[0]]
+        sums = torch.zeros(offsets, 2, dtype=sq.dtype, device=sq.device)
+        sums.index_add_(0, ids, torch.stack([sq, sq * inv * inv], dim=-1))
+        if mesh is not None:
+            from torch.distributed.tensor import DTensor, Partial, Replicate
+
+            sums = (
+                DTensor.from_local(sums, mesh, [Partial()] * mesh.ndim, run_check=False)
+                .redistribute(mesh, [Replicate()] * mesh.ndim)
+                .to_local()
+            )
+        before, after = sums.unbind(-1)
+        # a zero block (zero update) stays zero
+        ratio = torch.where(after > 0, (before / after.clamp(min=torch.finfo(after.dtype).tiny)).sqrt(), 0.0)
+        per_row = ratio[ids].mul_(inv)
+        for i, f in zip(idx, per_row.split([layouts[i][0].numel() for i in idx])):
+            factors[i] = f
+    return factors
