@@ -204,3 +204,17 @@ def test_cautious_wd_is_a_group_option():
     assert [g["cautious_wd"] for g in opt.param_groups] == [True, False]
     with pytest.raises(ValueError, match=r"param group 2 \(matrix\): cautious_wd must be a bool, got 1"):
         opt.add_param_group({"params": [torch.randn(3, 3, requires_grad=True)], "cautious_wd": 1})
+
+
+def test_split_sizes_given_as_a_list_work_like_a_tuple():
+    torch.manual_seed(5)
+    w0, g = torch.randn(24, 2), torch.randn(24, 2)
+    out = []
+    for sizes in ([12, 6, 6], (12, 6, 6)):
+        w = w0.clone().requires_grad_(True)
+        opt = muonlab.NorMuon([{"params": [w], "split_sizes": sizes, "num_heads": 2}], lr=0.1)
+        for _ in range(2):
+            w.grad = g.clone()
+            opt.step()
+        out.append(w.detach())
+    assert torch.equal(out[0], out[1])

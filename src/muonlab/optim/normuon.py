@@ -105,7 +105,7 @@ class NorMuon(Muon):
         **options,
     ) -> None:
         self._normuon_defaults = dict(beta2=beta2, row_eps=row_eps)
-        self._row_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, int, int]] = {}  # see _local_rows
+        self._row_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, int]] = {}  # see _local_rows
         self._check_row_settings(self._normuon_defaults, "")
         super().__init__(params, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
                          **options)
@@ -160,14 +160,16 @@ class NorMuon(Muon):
         v = state[ROW_STATE]
         return v.to_local() if hasattr(v, "to_local") else v
 
-    def _local_rows(self, local: torch.Tensor, group: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """(block index, 1/(s²·columns)) of this rank's rows, flat; the parameter's number of blocks; its columns.
+    def _local_rows(self, local: torch.Tensor, group: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(this rank's rows in each block of the parameter, 1/(s²·columns) of each local row, columns).
 
         From :func:`row_blocks`; cached by value (shape, block settings, device, dtype, sharding), so a step
-        does no per-parameter set-up work after the first."""
+        does no per-parameter set-up work after the first. The local rows of a block are consecutive (a block
+        is a run of consecutive rows, a shard a box of them in the same order), so counts locate them."""
         owner = self._param_of.get(id(local), local)
         sharding = (owner.device_mesh, tuple(owner.placements)) if owner is not local else None
-        key = (tuple(owner.shape), group["tensor_layout"], group.get("split_sizes"), group.get("num_heads"),
+        sizes = group.get("split_sizes")
+        key = (tuple(owner.shape), group["tensor_layout"], sizes and tuple(sizes), group.get("num_heads"),
                group.get("adjust_lr_fn"), local.device, dtype, sharding)
         cached = self._row_cache.get(key)
         if cached is None:
@@ -184,7 +186,8 @@ class NorMuon(Muon):
                     .to_local()
                     for t in (ids, inv_s2_per_col)
                 )
-            cached = self._row_cache[key] = (ids.reshape(-1), inv_s2_per_col.reshape(-1).to(dtype), blocks, cols)
+            counts = torch.bincount(ids.reshape(-1), minlength=blocks)
+            cached = self._row_cache[key] = (counts, inv_s2_per_col.reshape(-1).to(dtype), cols)
         return cached
 
     def apply_updates(self, group, params, grads, updates):
@@ -197,7 +200,7 @@ class NorMuon(Muon):
         # the row work in ≥ the state's precision (fp32 for half parameters, fp64 for fp64 ones)
         works = [torch.promote_types(v.dtype, u.dtype) for v, u in zip(moments, updates)]
         layouts = [self._local_rows(p, group, w) for p, w in zip(params, works)]
-        rows = [u.reshape(-1, cols) for u, (_, _, _, cols) in zip(updates, layouts)]
+        rows = [u.reshape(-1, cols) for u, (_, _, cols) in zip(updates, layouts)]
         # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
         squares = [torch.linalg.vector_norm(r, dim=-1, dtype=w) for r, w in zip(rows, works)]
         torch._foreach_mul_(squares, squares)
@@ -219,7 +222,8 @@ def _frobenius_kept(opt: NorMuon, params, layouts, squares, inverse) -> list[tor
     """Each row's factor 1/(√V + ε)·‖U‖_F/‖Û‖_F of its block, for every parameter of the chunk.
 
     The two sums per block, Σ(sU)² and Σ(sU)²/(√V + ε)², are taken over this rank's rows and, for the
-    parameters sharded over a mesh, summed over it: one all-reduce per mesh for the whole chunk."""
+    parameters sharded over a mesh, summed over it: one all-reduce per mesh for the whole chunk. Segment sums
+    over consecutive rows, not scatter-adds: no atomics on CUDA, so a step is reproducible bit for bit."""
     parts: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
         owner = opt._param_of.get(id(p), p)
@@ -227,15 +231,11 @@ def _frobenius_kept(opt: NorMuon, params, layouts, squares, inverse) -> list[tor
         parts.setdefault((mesh, squares[i].dtype, squares[i].device), []).append(i)
     factors: list[torch.Tensor | None] = [None] * len(params)
     for (mesh, _, _), idx in parts.items():
-        offsets, ids = 0, []
-        for i in idx:
-            ids.append(layouts[i][0] + offsets if offsets else layouts[i][0])
-            offsets += layouts[i][2]
-        ids = torch.cat(ids) if len(ids) > 1 else ids[0]
+        counts = torch.cat([layouts[i][0] for i in idx]) if len(idx) > 1 else layouts[idx[0]][0]
         sq = torch.cat([squares[i] for i in idx]) if len(idx) > 1 else squares[idx[0]]
         inv = torch.cat([inverse[i] for i in idx]) if len(idx) > 1 else inverse[idx[0]]
-        sums = torch.zeros(offsets, 2, dtype=sq.dtype, device=sq.device)
-        sums.index_add_(0, ids, torch.stack([sq, sq * inv * inv], dim=-1))
+        # counts sum to the rows by construction (_local_rows): unsafe=True skips a device-to-host check
+        sums = torch.segment_reduce(torch.stack([sq, sq * inv * inv], dim=-1), "sum", lengths=counts, unsafe=True)
         if mesh is not None:
             from torch.distributed.tensor import DTensor, Partial, Replicate
 
@@ -247,7 +247,7 @@ def _frobenius_kept(opt: NorMuon, params, layouts, squares, inverse) -> list[tor
         before, after = sums.unbind(-1)
         # a zero block (zero update) stays zero
         ratio = torch.where(after > 0, (before / after.clamp(min=torch.finfo(after.dtype).tiny)).sqrt(), 0.0)
-        per_row = ratio[ids].mul_(inv)
-        for i, f in zip(idx, per_row.split([layouts[i][0].numel() for i in idx])):
+        per_row = ratio.repeat_interleave(counts, output_size=sq.numel()).mul_(inv)
+        for i, f in zip(idx, per_row.split([squares[i].numel() for i in idx])):
             factors[i] = f
     return factors
