@@ -4,6 +4,7 @@ from muonlab.linalg import nuclear_norm, polar, spectral_power
 from muonlab.optim import (
     OPTIMIZERS,
     Muon,
+    NorMuon,
     PolarGrad,
     QKClip,
     SimplifiedMuon,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPTIMIZERS",
     "Muon",
+    "NorMuon",
     "PolarGrad",
     "QKClip",
     "SimplifiedMuon",

@@ -17,8 +17,10 @@ def test_bench_step_tiny_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["benchmark"] == "step" and result["hidden_matrices"] == 6
     rows = {row["key"]: row for row in result["rows"]}
-    assert set(rows) == {"muonlab_default", "muonlab_polar_express", "muonlab_keller", "torch_muon_fp32",
-                         "torch_muon_bf16", "adamw_foreach", "adamw_fused"}
+    assert set(rows) == {"muonlab_default", "muonlab_polar_express", "muonlab_keller", "muonlab_normuon",
+                         "torch_muon_fp32", "torch_muon_bf16", "adamw_foreach", "adamw_fused"}
+    # NorMuon: the momentum and one second moment per row; a steady-state step keeps nothing either
+    assert rows["muonlab_normuon"]["state_tensors_per_matrix"] == 2 and rows["muonlab_normuon"]["net_bytes"] == 0
     for key, row in rows.items():
         assert row["median_s"] > 0
         assert row["time_vs_adamw_foreach"] == row["median_s"] / rows["adamw_foreach"]["median_s"]

@@ -118,12 +118,14 @@ def make_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # name -> settings: PolarGrad (nuclear-norm scale, QDWH), polar-first PolarGrad (ν computed from whole
-# matrices in apply_updates), AdamQ (Ψ_¼ of Adam's normalized update), SimplifiedMuon (exact polar).
+# matrices in apply_updates), AdamQ (Ψ_¼ of Adam's normalized update), SimplifiedMuon (exact polar), NorMuon
+# (row second moment sharded with the rows, per-block norms summed over shards) with cautious weight decay.
 OTHER_OPTIMIZERS = {
     "polargrad": dict(lr=1e-3),
     "polargrad_first": dict(lr=1e-3, polar_first=True),
     "adamq": dict(lr=0.01),
     "simplified_muon": dict(lr=0.01),
+    "normuon": dict(lr=0.01, cautious_wd=True),
 }
 
 

@@ -43,3 +43,20 @@ def newton_schulz_fp32(grad: torch.Tensor, ns_coefficients, ns_steps: int, eps: 
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if tall else x
+
+
+def normuon_blocks(o: torch.Tensor, v: torch.Tensor, beta2: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NorMuon's direction of a (B, m, n) batch of blocks from its moment O, float64 SVD (arXiv 2510.05491):
+
+    U = polar(O); V ← β₂V + (1 − β₂)·mean_j U_ij² (v: (B, m), one value per row);
+    Û = U/(√V + ε) row-wise; Û ← Û·‖U‖_F/‖Û‖_F per block. Returns (Û, new V); no shape scale."""
+    u = polar64(o)
+    v = beta2 * v.to(torch.float64) + (1 - beta2) * (u * u).mean(-1)
+    normalized = u / (v.sqrt() + eps).unsqueeze(-1)
+    normalized = normalized * (torch.linalg.matrix_norm(u) / torch.linalg.matrix_norm(normalized))[:, None, None]
+    return normalized, v
+
+
+def cautious_decay(w: torch.Tensor, update: torch.Tensor, lr: float, weight_decay: float) -> torch.Tensor:
+    """Cautious weight decay (arXiv 2510.12402) before the step: W − ηλ·W∘1[W∘U ≥ 0]."""
+    return w - lr * weight_decay * w * (w * update >= 0)

@@ -132,10 +132,10 @@ def split_params(model):
     return hidden, rest
 
 
-def muonlab_muon(model, **kwargs):
-    from muonlab.optim import Muon, param_groups
+def muonlab_muon(model, normuon: bool = False, **kwargs):
+    from muonlab.optim import Muon, NorMuon, param_groups
 
-    opt = Muon(param_groups(model), **kwargs)
+    opt = (NorMuon if normuon else Muon)(param_groups(model), **kwargs)
     return opt.step, [opt]
 
 
@@ -190,6 +190,10 @@ def make_rows(skip_bf16: bool) -> list[Row]:
         Row("muonlab_keller", "muonlab.Muon (Keller quintic ×5)",
             lambda m, **kw: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5, **kw),
             lambda shapes, wd: muon_flops(shapes, "newton_schulz", 5, wd), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),
+        # NorMuon = the default row + the per-row second moment: its extra step cost over muonlab_default
+        Row("muonlab_normuon", "muonlab.NorMuon (default polar, β₂=0.95)",
+            lambda m, **kw: muonlab_muon(m, normuon=True, **kw),
+            lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd)),
         Row("torch_muon_fp32", "torch.optim.Muon (iteration in fp32, patched)", torch_muon,
             lambda shapes, wd: muon_flops(shapes, "newton_schulz_direct", 5, wd),
             lambda g: newton_schulz_fp32(g, KELLER, 5, 1e-7), torch_muon_fp32_iteration),
@@ -460,6 +464,8 @@ def report(result: dict) -> str:
         parts = [f"{k}: {d[f'time_vs_{k}']:.3f}×" for k in ("torch_muon_fp32", "torch_muon_bf16")
                  if f"time_vs_{k}" in d]
         lines.append("muonlab.Muon default step time vs " + ", ".join(parts) + f"; σ ranges at κ = {result['ortho_kappa']:g}.")
+    if d and "muonlab_normuon" in by_key:
+        lines.append(f"muonlab.NorMuon step time vs muonlab.Muon default: {by_key['muonlab_normuon']['median_s'] / d['median_s']:.3f}×.")
     return "\n".join(lines)
 
 

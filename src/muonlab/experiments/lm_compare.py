@@ -31,11 +31,14 @@ WORK_D = {
     "adams": (2.870, 1e-2), "adam": (2.871, 4e-3), "adamq": (2.872, 2e-2), "msgdq": (2.876, 4e-2),
     "adamz": (2.879, 7e-3), "msgdz": (2.887, 7e-3), "msgds": (2.895, 2e-1), "msgd": (3.092, 5.0),
 }
-DEFAULT_OPTIMIZERS = ("adamw", "muon", "polargrad", "msgd", "msgds", "msgdq", "msgdz", "adam", "adams", "adamq", "adamz")
+# The seeds' optimizers (AdamW, Muon, PolarGrad, work D's eight), then NorMuon (beyond the seeds: arXiv 2510.05491).
+DEFAULT_OPTIMIZERS = ("adamw", "muon", "polargrad", "msgd", "msgds", "msgdq", "msgdz", "adam", "adams", "adamq", "adamz",
+                      "normuon")
 LR_GRID = (0.5, 1.0, 2.0)
 MAX_EXTENSIONS = 3  # per side: at most 8x beyond the initial grid
 LABELS = {"msgd": "mSGD", "msgds": "mSGDS", "msgdq": "mSGDQ", "msgdz": "mSGDZ", "adam": "Adam", "adams": "AdamS",
-          "adamq": "AdamQ", "adamz": "AdamZ", "adamw": "AdamW", "muon": "Muon", "polargrad": "PolarGrad"}
+          "adamq": "AdamQ", "adamz": "AdamZ", "adamw": "AdamW", "muon": "Muon", "polargrad": "PolarGrad",
+          "normuon": "NorMuon"}
 # Sequences x tokens per step for each model preset (the issue's GPU runs: small 32x256, gpt2 16x1024).
 BATCH = {"micro": (8, 64), "tiny": (16, 128), "small": (32, 256), "medium": (16, 512), "gpt2": (16, 1024)}
 # Fields of a run kept in results.json (and in each run's summary.json).

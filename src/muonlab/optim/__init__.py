@@ -1,6 +1,7 @@
 """Layer 2: spectral optimizers (torch.optim.Optimizer subclasses) and parameter routing.
 
 - :class:`Muon`: drop-in for torch.optim.Muon that takes a whole model (AdamW part built in);
+- :class:`NorMuon`: Muon with per-neuron (row) second-moment normalization (arXiv 2510.05491);
 - :class:`PolarGrad`: PolarSGD / PolarGradM (nuclear-norm-scaled polar factor);
 - :class:`SpectralSGD`, :class:`SpectralAdam`: work D's U Σᵖ Vᵀ family;
 - :class:`SimplifiedMuon`: W ← W − η polar(G);
@@ -11,6 +12,7 @@
 
 from muonlab.optim.base import KINDS, SpectralOptimizer
 from muonlab.optim.muon import Muon
+from muonlab.optim.normuon import NorMuon
 from muonlab.optim.polargrad import PolarGrad
 from muonlab.optim.qkclip import QKClip
 from muonlab.optim.registry import OPTIMIZERS, make_optimizer
@@ -22,6 +24,7 @@ __all__ = [
     "KINDS",
     "OPTIMIZERS",
     "Muon",
+    "NorMuon",
     "PolarGrad",
     "QKClip",
     "SimplifiedMuon",

@@ -79,6 +79,11 @@ def check_unit_interval(value: Any, name: str, *, closed: bool = True) -> None:
         raise ValueError(f"{name} must be a number in [0, {'1]' if closed else '1)'}, got {value!r}")
 
 
+def check_cautious_wd(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}cautious_wd must be a bool, got {value!r}")
+
+
 def check_betas(betas: Any, name: str) -> None:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}")
@@ -98,8 +103,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     default), ``tensor_layout`` (``"flatten"`` or ``"batch"`` for ≥ 3-D tensors), ``num_heads``,
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
     ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh),
-    ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`) and ``compile``
-    (torch.compile the matrix transform).
+    ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`), ``compile``
+    (torch.compile the matrix transform) and ``cautious_wd`` (per group: decay only the entries whose
+    parameter and update share a sign, see :meth:`apply_updates`).
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         distributed="auto",
         max_scratch_bytes: int | None = None,
         compile: bool = False,
+        cautious_wd: bool = False,
     ) -> None:
         if _DISTRIBUTION_FACTORY is None:
             raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
@@ -149,7 +156,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             tensor_layout=tensor_layout,
             num_heads=num_heads,
             split_sizes=split_sizes,
+            cautious_wd=cautious_wd,
         )
+        check_cautious_wd(cautious_wd, "")
         self._check_common(defaults, "")
         if isinstance(params, torch.Tensor):
             # torch.optim.Optimizer's type and wording, so that a drop-in behaves the same
@@ -181,6 +190,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         """Validate a matrix group's hyperparameters (subclasses extend; raise ValueError naming the key)."""
         check_nonnegative(group["lr"], f"{where}lr")
         check_nonnegative(group["weight_decay"], f"{where}weight_decay")
+        check_cautious_wd(group.get("cautious_wd", False), where)
 
     def add_param_group(self, param_group: dict) -> None:
         if not isinstance(param_group, dict):
@@ -444,10 +454,19 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     def apply_updates(
         self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], updates: list[torch.Tensor]
     ) -> None:
-        """W ← (1 − ηλ)W − η·update (decoupled decay with the unscaled lr, as torch.optim.Muon)."""
+        """W ← (1 − ηλ)W − η·update (decoupled decay with the unscaled lr, as torch.optim.Muon).
+
+        With the group's ``cautious_wd`` (cautious weight decay, Chen et al., arXiv 2510.12402) the decay
+        acts only where the parameter and the update share a sign, i.e. where the step already shrinks
+        |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = pl.to_scalar(group["lr"])
         if group["weight_decay"]:
-            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            keep = 1 - lr * group["weight_decay"]
+            if group.get("cautious_wd", False):
+                for p, u in zip(params, updates):
+                    p.copy_(torch.where(p * u >= 0, p * keep, p))
+            else:
+                torch._foreach_mul_(params, keep)
         torch._foreach_add_(params, updates, alpha=-lr)
 
     def compute_updates(

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from muonlab.optim.muon import Muon
+from muonlab.optim.normuon import NorMuon
 from muonlab.optim.polargrad import PolarGrad
 from muonlab.optim.simplified import SimplifiedMuon
 from muonlab.optim.spectral import SpectralAdam, SpectralSGD
@@ -34,6 +35,10 @@ class OptimizerSpec:
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "muon": OptimizerSpec(Muon, {"lr": 0.02}, "Muon (Polar Express, Nesterov μ=0.95, decay 0.1) + AdamW part", lm_lr=0.02),
+    "normuon": OptimizerSpec(
+        NorMuon, {"lr": 0.02}, "NorMuon: Muon's polar factor, rows normalized by a per-row 2nd moment (β₂=0.95) + AdamW part",
+        lm_lr=0.02,
+    ),
     "polargrad": OptimizerSpec(
         PolarGrad, {"lr": 0.02, "momentum": 0.95}, "PolarGradM momentum-first: ‖M‖_*·polar(M), QDWH + AdamW part",
         lm_lr=0.02,
