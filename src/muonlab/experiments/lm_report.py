@@ -50,6 +50,17 @@ def _lm_summary(payloads: dict, quick: bool) -> SectionResult:
                 f"{_fmt_ratio(t)} of AdamW's time (ms/step Muon {1000 * (m.get('s_per_step') or 0):.0f} vs AdamW "
                 f"{1000 * (a.get('s_per_step') or 0):.0f}, device {st.get('device', 'cpu')})",
                 "yes" if t is not None and t < 1.0 else "no"))
+    if "normuon" in table and "muon" in table and table["normuon"].get("final_val_loss") is not None:
+        n, m = table["normuon"], table["muon"]
+        # Beyond the seeds: NorMuon's paper reports a better loss than Muon at equal tokens; a tie within 1% is "partly".
+        gain = (m["final_val_loss"] - n["final_val_loss"]) / m["final_val_loss"]
+        claims.append(Claim(
+            "Beyond the seeds: NorMuon (per-neuron normalized Muon) reaches a lower loss than Muon at equal tokens.",
+            "NorMuon (arXiv 2510.05491): better than Muon at equal tokens in its GPT-2/LLM runs",
+            f"NorMuon {n['final_val_loss']:.3f} (lr {n.get('best_lr') or float('nan'):.3g}) vs Muon "
+            f"{m['final_val_loss']:.3f} (lr {m.get('best_lr') or float('nan'):.3g}); steps to AdamW's final: "
+            f"{_fmt_ratio(n.get('step_ratio_vs_adamw'))} vs {_fmt_ratio(m.get('step_ratio_vs_adamw'))}",
+            "yes" if gain > 0.01 else ("partly" if gain > -0.01 else "no")))
     rho = p.get("spearman_rank_vs_work_D")
     if rho is not None:
         claims.append(Claim(
