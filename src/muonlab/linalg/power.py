@@ -223,16 +223,21 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
 
 
 def _first_stage(y: torch.Tensor, steps: int) -> torch.Tensor:
-    """H₁ ≈ (y yᵀ)^{1/2} = y polar(y)ᵀ for a wide batch y, by Muon's default polar iteration."""
+    """H₁ ≈ (y yᵀ)^{1/2} = y Uᵀ for a wide batch y, U ≈ polar(y) by Muon's default polar iteration.
+
+    For aspect ratio ≥ 2 the iteration runs on the Gram matrix and restarts before its last step
+    (X = Q X₀ and a fresh X Xᵀ): without the restart, H₁ = A·A^{−1/2} inherits float32's rounding
+    of A = y yᵀ (absolute ≈ u·‖y‖², i.e. all of σ ≲ 1e-3·σ_max), and Ψ_¼ at κ = 1000 erred by
+    18-36% instead of the direct form's 10-14% (measured at 48×96 and 256×1024).
+    """
     schedule = it.gram_norm_schedule(steps)
+    x0, gram = it.normalize_by_gram(y, 0.0, it.GRAM_NORM_SAFETY)
     if uses_gram_form(y.shape[-2], y.shape[-1], y.dtype):
-        gram = torch.bmm(y, y.mT)
-        h = torch.bmm(gram, psd_inverse_sqrt(gram, schedule))
+        restart = steps - 1 if steps > 1 else None
+        u = it.gram_quintic_iteration(x0, schedule, restart_every=restart, gram=gram)
     else:
-        x0, gram = it.normalize_by_gram(y, 0.0, it.GRAM_NORM_SAFETY)
         u = it.quintic_iteration(x0, schedule, gram=gram)
-        h = torch.bmm(y, u.mT)
-    return _symmetric(h)
+    return _symmetric(torch.bmm(y, u.mT))
 
 
 def _symmetric(h: torch.Tensor) -> torch.Tensor:
