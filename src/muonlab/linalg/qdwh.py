@@ -17,7 +17,7 @@ mapped into [ℓ_{k+1}, 1]). So the iteration starts from ℓ₀ = the unit roun
 dtype — the worst case that still has a polar factor to compute (σ below u·σ_max is rounding
 noise) — and the whole schedule (a, b, c per step, QR or Cholesky, the step count until
 1 − ℓ ≤ 10u) is computed on the host in float64 before touching the data. In float32 that is 4
-steps (2 QR, 2 Cholesky), in float64 5 (2 QR, 3 Cholesky). Estimating σ_min first (an
+steps (2 QR, 2 Cholesky), in float64 6 (2 QR, 4 Cholesky). Estimating σ_min first (an
 eigenvalue solve of XᵀX per matrix, and a device-to-host copy) would save at most one QR step
 and costs more than it saves (measured on CPU: eigvalsh of a 768×768 Gram ≈ 1.4× one QR of the
 1536×768 stack).
