@@ -14,21 +14,23 @@ Methods:
 synchronization). Write r = Σᵢ bᵢ 2^{−i} (p = ½: r = 2^{−2}; p = ¼: r = 2^{−2} + 2^{−3}). Stage 1
 is a polar iteration, H₁ = (G Gᵀ)^{1/2} = G polar(G)ᵀ; stage i ≥ 2 runs the Polar Express
 iteration with H_{i−1} in the role of a Gram matrix, which yields Qᵢ = H_{i−1}^{−1/2} = A^{−2^{−i}}
-and H_i = H_{i−1} Qᵢ = A^{2^{−i}}; then A^{−r} = Π_{bᵢ = 1} Qᵢ. A quintic step on a Gram matrix R
-is P = aI + bR + cR², Q ← PQ, R ← PRP (:func:`muonlab.linalg.iterations.gram_quintic_iteration`,
-here without the final product with X₀). H_{i−1} has eigenvalues σ^{2^{2−i}}: its "singular
-values" σ^{2^{1−i}} have condition κ^{2^{1−i}}, √κ at stage 2 and κ^{1/4} at stage 3, so the later
-stages need fewer steps; each stage has its own greedy Polar Express schedule derived for its
-lower bound (:mod:`muonlab.linalg.schedules`). Stage 1 is Muon's default polar method
-(``"polar_express_gram_norm"``): in the direct form for square-ish G (its Q is polar(G), then
-H₁ = G Qᵀ), in the Gram form for aspect ratio ≥ 2 (H₁ = A Q₁ with Q₁ = A^{−1/2}). Steps per
-stage by default (5, 4, 3, 3). Accuracy in float32 (relative Frobenius error against the float64
-SVD, GPT-2 shapes, log-spaced spectra, measured by ``muonlab bench family``): p = ½ ≈ 1% for
-κ ≤ 100 and ≈ 3% at κ = 1000; p = ¼ ≈ 3% for κ ≤ 100 and ≈ 15-20% at κ = 1000 — where the
-smallest σ (σ^{1/4} still 0.18 at σ = 1e-3) sit at float32's rounding level of A = GGᵀ and
-beyond stage 1's converged range, as Muon's own default polar factor does there. Cost in
-matmuls of m×m size (square G): 4·(steps₁ + … + steps_S) − 3 against Muon's 12 (p = ½: 33,
-p = ¼: 45 for the default steps).
+and H_i = H_{i−1} Qᵢ = A^{2^{−i}}; then Ψ_p = Π_{bᵢ = 1} Qᵢ · G (each Qᵢ applied to G in turn).
+A quintic step on a Gram matrix R is P = aI + bR + cR², Q ← PQ, R ← PRP (as
+:func:`muonlab.linalg.iterations.gram_quintic_iteration`, without the final product with X₀).
+H_{i−1} has eigenvalues σ^{2^{2−i}}: its "singular values" σ^{2^{1−i}} have condition κ^{2^{1−i}},
+√κ at stage 2 and κ^{1/4} at stage 3, so the later stages need fewer steps; each has its own
+greedy Polar Express schedule derived for its lower bound (:mod:`muonlab.linalg.schedules`).
+Stage 1 is Muon's default polar method (``"polar_express_gram_norm"``), direct for square-ish G,
+on the Gram matrix (restarted before its last step) for aspect ratio ≥ 2. Steps per stage by
+default (5, 4, 3, 3). Accuracy in float32 (relative Frobenius error against the float64 SVD,
+log-spaced spectra, ``muonlab bench family`` and ``tests/linalg/test_power.py``): ≈ 0.1% for
+p = ½ and ¼ at κ ≤ 100; at κ = 1000 ≈ 2% (p = ½) and ≈ 10-15% (p = ¼), where the smallest σ
+(σ^{1/4} is still 0.18 at σ = 1e-3) lie beyond stage 1's converged range — as they do for Muon's
+own default polar factor, which errs by ≈ 30% there. On rank-deficient float32 G it is closer to
+the exact Ψ_p than the SVD of the rounded input (which lifts the ~1e-7 rounding noise on the null
+directions to (1e-7)^p). Cost in m×m matmuls for a square G: 3·steps₁ + 1 for stage 1,
+4·stepsᵢ − 3 for stage i (+ 1 for H_i unless last), 1 per applied Qᵢ — p = ½: 30, p = ¼: 41 with
+the default steps, against Muon's 12.
 
 ``"svd"`` (exact; σ = 0 stays 0): the reference, and the fallback for powers that are not a
 multiple of 1/8. On the project's CPUs one 768×768 SVD costs about as much as 90 matmuls of that
@@ -70,22 +72,24 @@ GRAM_STAGE_STEPS = (5, 4, 3, 3)
 GRAM_SAFETY = 1.01  # as Polar Express: each step's polynomial is optimal on [ℓ, 1.01u]
 # Greedy schedules for the later stages, derived by
 # muonlab.linalg.schedules.derive_schedule(lower bound, steps) (tests check the tables against it).
-# Stage 2's "singular values" are σ^{1/2} scaled by ‖H₁‖_F^{1/2}: for a κ = 1000 log-spaced
-# spectrum of 768 values the lower bound is 0.0114 (κ = 100: 0.033); 4 steps map [0.01, 1] into
-# [0.985, 1.015]. Stage 3's are σ^{1/4}: 0.054 at κ = 1000; 3 steps map [0.03, 1] into
-# [0.96, 1.04]. Steps beyond a table use the classic quintic (15/8, −10/8, 3/8), fixed point 1.
-STAGE2_LOWER_BOUND = 0.01
+# Stage i ≥ 2 scales its input H by c = 1.01²‖H²‖_F^{1/2} = 1.01²(Σ λ⁴)^{1/4} ≥ 1.01² λ_max (as
+# "polar_express_gram_norm" scales X by ‖XXᵀ‖_F^{1/2}; H² is the first step's R² anyway, so it costs
+# no product), and its "singular values" are √(λ/c). For a log-spaced spectrum of 768 values:
+# stage 2 (λ = σ) ℓ = 0.021 at κ = 1000, 0.062 at κ = 100; stage 3 (λ = σ^{1/2}) ℓ = 0.106 at
+# κ = 1000, 0.18 at κ = 100. 4 steps map [0.02, 1] into [0.9993, 1.0007]; 3 steps map [0.1, 1]
+# into [0.9998, 1.0002]. Steps beyond a table use the classic quintic (15/8, −10/8, 3/8).
+STAGE2_LOWER_BOUND = 0.02
 STAGE2_COEFFICIENTS: tuple[it.Coefficients, ...] = (
-    (8.017171219497358, -22.940971844483762, 16.611272677903393),
-    (3.6119506664735592, -2.6520743849095143, 0.5123070280732901),
-    (2.660976831493139, -1.945142791485698, 0.4356886719704061),
-    (1.9529753165340424, -1.3216992555677822, 0.3727743222240354),
+    (7.641784800264275, -21.491029450510787, 15.481643269505078),
+    (3.199778453414933, -2.3558779837887007, 0.4799204737186673),
+    (2.217904508864304, -1.5729964665111429, 0.39705388437980843),
+    (1.8761965115129347, -1.2421361490124065, 0.36610439023096764),
 )
-STAGE3_LOWER_BOUND = 0.03
+STAGE3_LOWER_BOUND = 0.1
 STAGE3_COEFFICIENTS: tuple[it.Coefficients, ...] = (
-    (7.2994354473178, -20.171097440244917, 14.454127499086662),
-    (2.9069472455176673, -2.1367818021181493, 0.45619125036688607),
-    (2.0433895441038987, -1.4110739151602982, 0.38111701152676464),
+    (5.566726627257001, -13.545439699470412, 9.315101981467196),
+    (2.1248241613521412, -1.4881356974854405, 0.3886020169238692),
+    (1.8703501958549367, -1.2360285776877158, 0.36573946300636734),
 )
 CLASSIC_QUINTIC: it.Coefficients = it.POLAR_EXPRESS_COEFFICIENTS[-1]
 
@@ -211,14 +215,19 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
     amax = x.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
     y = x / amax
     h = _first_stage(y, stage_steps[0])
-    factor = None
+    out = y
     for stage in range(2, stages + 1):
         q = psd_inverse_sqrt(h, stage_schedule(stage, stage_steps[stage - 1]))
         if bits[stage - 1]:
-            factor = q if factor is None else torch.bmm(factor, q)
+            # Applied to y one at a time, earliest stage first: on G's (numerically) null directions
+            # each Qᵢ is large (Π a/√c, its bounded stand-in for λ^{−1/2} = ∞), and rounding couples
+            # those directions to the range at a level that grows stage by stage (H_i = H_{i−1}Qᵢ
+            # inherits Qᵢ's coupling). Qᵢ·y first drops y's null part to rounding, so a later stage's
+            # coupling is never multiplied by an earlier stage's large null values: rank-deficient
+            # float32 G, p = ¼, erred 27% with the product Q₂Q₃ formed first, 0.5% this way.
+            out = torch.bmm(q, out)
         if stage < stages:
             h = _symmetric(torch.bmm(h, q))
-    out = torch.bmm(factor, y)
     return out * amax.pow(p)
 
 
@@ -247,18 +256,22 @@ def _symmetric(h: torch.Tensor) -> torch.Tensor:
 def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[it.Coefficients]) -> torch.Tensor:
     """≈ S^{−1/2} for a batch of symmetric PSD S (B, m, m): the quintic Gram iteration with R₀ = S/c.
 
-    R₀ plays X₀X₀ᵀ for an X₀ with singular values √λ(S)/√c (c = 1.01²‖S‖_F ≥ 1.01² λ_max), so
-    Q_k = q_k(R₀) with q_k(λ) → λ^{−1/2}; S^{−1/2} = Q/√c. Per step P = aI + bR + cR², Q ← PQ,
-    R ← PRP (no R after the last step): 4·steps − 3 products. Eigenvalues below the schedule's
-    lower bound are under-inverted, never amplified beyond Π a (the polynomials are bounded), and
-    S = 0 gives (Π a)·I, finite. No host synchronization.
+    R₀ plays X₀X₀ᵀ for an X₀ with singular values √(λ(S)/c), c = 1.01²‖S²‖_F^{1/2} ≥ 1.01² λ_max
+    (S² is the first step's R², so this tight scale costs nothing); Q_k = q_k(R₀) with
+    q_k(λ) → λ^{−1/2}, and S^{−1/2} = Q/√c. Per step P = aI + bR + cR², Q ← PQ, R ← PRP (no R after
+    the last step): 4·steps − 3 products, S² included. Eigenvalues below the schedule's lower bound are
+    under-inverted, never amplified beyond Π a (the polynomials are bounded), and S = 0 gives
+    (Π a)·I, finite. No host synchronization.
     """
-    denom = GRAM_SAFETY**2 * torch.linalg.matrix_norm(s, keepdim=True)
+    s2 = torch.bmm(s, s)
+    denom = GRAM_SAFETY**2 * torch.linalg.matrix_norm(s2, keepdim=True).sqrt()
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))
-    r = s / denom
+    r, r2 = s / denom, s2 / denom.square()
     q = None  # the identity
     for i, (a, b, c) in enumerate(schedule):
-        poly = torch.baddbmm(r, r, r, beta=b, alpha=c)  # bR + cR²
+        if i > 0:
+            r2 = torch.bmm(r, r)
+        poly = torch.add(r, r2, alpha=c / b).mul_(b) if b else r2 * c  # bR + cR²
         poly.diagonal(dim1=-2, dim2=-1).add_(a)
         q = poly if q is None else torch.bmm(poly, q)
         if i == len(schedule) - 1:
