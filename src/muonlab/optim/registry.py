@@ -32,12 +32,12 @@ class OptimizerSpec:
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "muon": OptimizerSpec(Muon, {"lr": 0.02}, "Muon (Polar Express, Nesterov μ=0.95, decay 0.1) + AdamW part"),
     "polargrad": OptimizerSpec(
-        PolarGrad, {"lr": 0.02, "momentum": 0.95}, "PolarGradM momentum-first: ‖M‖_*·polar(M), QDWH + AdamW part"
+        PolarGrad, {"lr": 0.02, "momentum": 0.95}, "PolarGradM momentum-first: ‖M‖_*·polar(M), Polar Express ×5 (QDWH on fp64) + AdamW part"
     ),
     "simplified_muon": OptimizerSpec(SimplifiedMuon, {"lr": 0.02}, "W ← W − η·polar(G), exact polar (SVD) + AdamW part"),
     "msgd": OptimizerSpec(SpectralSGD, {"lr": 0.01, "p": 1.0}, "momentum SGD M ← 0.9M + G on matrices (work D: lr 5.0)"),
-    "msgds": OptimizerSpec(SpectralSGD, {"lr": 0.05, "p": 0.5}, "Ψ_½ of momentum (work D: lr 0.2)"),
-    "msgdq": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.25}, "Ψ_¼ of momentum (work D: lr 0.04)"),
+    "msgds": OptimizerSpec(SpectralSGD, {"lr": 0.05, "p": 0.5}, "Ψ_½ of momentum, matmul-only (work D: lr 0.2)"),
+    "msgdq": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.25}, "Ψ_¼ of momentum, matmul-only (work D: lr 0.04)"),
     "msgdz": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.0}, "polar of momentum = Muon without Nesterov (work D: 7e-3)"),
     "adam": OptimizerSpec(SpectralAdam, {"lr": 1e-3, "p": 1.0}, "Adam on matrices + AdamW part (work D: lr 4e-3)"),
     "adams": OptimizerSpec(SpectralAdam, {"lr": 2.5e-3, "p": 0.5}, "Ψ_½ of Adam's update (work D: lr 1e-2)"),
