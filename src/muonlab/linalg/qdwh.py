@@ -86,7 +86,9 @@ def qdwh(x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         else:
             # Z = I + c XᵀX = W Wᵀ (Cholesky)  ⇒  X ← (b/c) X + (a − b/c) X Z⁻¹
             z = torch.baddbmm(eye_n, x.mT, x, alpha=c)
-            chol = torch.linalg.cholesky(z)
+            # cholesky_ex: torch.linalg.cholesky checks its info flag on the host (a sync on CUDA);
+            # Z's eigenvalues are ≥ 1, so the factorization cannot fail.
+            chol, _ = torch.linalg.cholesky_ex(z)
             # X Z⁻¹ = (Z⁻¹ Xᵀ)ᵀ, solved with the triangular factors
             xz = torch.cholesky_solve(x.mT, chol).mT
             x = torch.add(xz, x, alpha=(b / c) / (a - b / c)).mul_(a - b / c)
