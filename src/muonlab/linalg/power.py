@@ -130,7 +130,7 @@ def stage_schedule(stage: int, steps: int) -> list[it.Coefficients]:
     return [table[i] if i < len(table) else CLASSIC_QUINTIC for i in range(steps)]
 
 
-def _check_stage_steps(steps: object, stages: int) -> tuple[int, ...]:
+def check_stage_steps(steps: object, stages: int) -> tuple[int, ...]:
     if steps is None:
         return GRAM_STAGE_STEPS[:stages]
     if isinstance(steps, int) and not isinstance(steps, bool):
@@ -183,7 +183,7 @@ def spectral_power(
     if method == "gram":
         if stages is None:
             raise ValueError(f"method='gram' needs p a multiple of 1/8 in (0, 1) (e.g. 1/2, 1/4); got p={p!r}")
-        stage_steps = _check_stage_steps(steps, stages)
+        stage_steps = check_stage_steps(steps, stages)
     elif steps is not None:
         raise ValueError(f"steps apply to method='gram' only, not {method!r}")
     if p == 1.0 or x.numel() == 0:
