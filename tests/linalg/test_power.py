@@ -153,9 +153,9 @@ GRAM_SHAPES = [(48, 96), (96, 48), (64, 64), (12, 120)]
 
 @pytest.mark.parametrize("shape", GRAM_SHAPES)
 @pytest.mark.parametrize("kappa", [10.0, 100.0])
-@pytest.mark.parametrize("p, tol", [(0.5, 3e-3), (0.25, 3e-3), (0.75, 3e-3), (0.125, 3e-3)])
+@pytest.mark.parametrize("p, tol", [(0.5, 5e-3), (0.25, 5e-3), (0.75, 5e-3), (0.125, 5e-3)])
 def test_gram_power_float32_accuracy(p, tol, kappa, shape):
-    """The documented accuracy for κ ≤ 100: ≈ 0.1% (measured ≤ 0.14% on these shapes)."""
+    """The documented accuracy for κ ≤ 100: ≈ 0.3% (p = ½) and ≈ 0.2% (p = ¼) at 768×768."""
     ref = spectral_matrix(*shape, kappa=kappa)
     out = spectral_power(ref.matrix.float(), p, "gram")
     assert out.dtype == torch.float32 and out.shape == ref.matrix.shape
@@ -164,7 +164,7 @@ def test_gram_power_float32_accuracy(p, tol, kappa, shape):
 
 @pytest.mark.parametrize("shape", [(48, 96), (96, 48), (64, 64)])
 def test_gram_power_float32_ill_conditioned(shape):
-    """κ = 1000: σ ≈ 1e-3·σ_max is beyond stage 1's converged range; documented ≈ 2% (p = ½), ≈ 10% (p = ¼)."""
+    """κ = 1000: σ ≈ 1e-3·σ_max is beyond stage 1's converged range; documented ≈ 1% (p = ½), ≈ 6% (p = ¼)."""
     ref = spectral_matrix(*shape, kappa=1000.0)
     assert rel_err(spectral_power(ref.matrix.float(), 0.5, "gram"), ref.power(0.5)) < 0.03
     assert rel_err(spectral_power(ref.matrix.float(), 0.25, "gram"), ref.power(0.25)) < 0.15

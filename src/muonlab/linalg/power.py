@@ -22,14 +22,14 @@ H_{i−1} has eigenvalues σ^{2^{2−i}}: its "singular values" σ^{2^{1−i}} h
 greedy Polar Express schedule derived for its lower bound (:mod:`muonlab.linalg.schedules`).
 Stage 1 is Muon's default polar method (``"polar_express_gram_norm"``), direct for square-ish G,
 on the Gram matrix (restarted before its last step) for aspect ratio ≥ 2. Steps per stage by
-default (5, 4, 3, 3). Accuracy in float32 (relative Frobenius error against the float64 SVD,
-log-spaced spectra, ``muonlab bench family`` and ``tests/linalg/test_power.py``): ≈ 0.1% for
-p = ½ and ¼ at κ ≤ 100; at κ = 1000 ≈ 2% (p = ½) and ≈ 10-15% (p = ¼), where the smallest σ
+default (5, 3, 3, 3). Accuracy in float32 (relative Frobenius error against the float64 SVD,
+log-spaced spectra, ``muonlab bench family`` and ``tests/linalg/test_power.py``): ≈ 0.3% (p = ½)
+and ≈ 0.2% (p = ¼) at κ ≤ 100; at κ = 1000 ≈ 1% (p = ½) and ≈ 6% (p = ¼), where the smallest σ
 (σ^{1/4} is still 0.18 at σ = 1e-3) lie beyond stage 1's converged range — as they do for Muon's
 own default polar factor, which errs by ≈ 30% there. On rank-deficient float32 G it is closer to
 the exact Ψ_p than the SVD of the rounded input (which lifts the ~1e-7 rounding noise on the null
 directions to (1e-7)^p). Cost in m×m matmuls for a square G: 3·steps₁ + 1 for stage 1,
-4·stepsᵢ − 3 for stage i (+ 1 for H_i unless last), 1 per applied Qᵢ — p = ½: 30, p = ¼: 41 with
+4·stepsᵢ − 3 for stage i (+ 1 for H_i unless last), 1 per applied Qᵢ — p = ½: 26, p = ¼: 37 with
 the default steps, against Muon's 12.
 
 ``"svd"`` (exact; σ = 0 stays 0): the reference, and the fallback for powers that are not a
@@ -68,7 +68,7 @@ NEWTON_CHECK_EVERY = 8
 
 # "gram": at most 4 stages, so p must be a multiple of 1/8 (r = (1 − p)/2 a multiple of 1/16).
 GRAM_MAX_STAGES = 4
-GRAM_STAGE_STEPS = (5, 4, 3, 3)
+GRAM_STAGE_STEPS = (5, 3, 3, 3)
 GRAM_SAFETY = 1.01  # as Polar Express: each step's polynomial is optimal on [ℓ, 1.01u]
 # Greedy schedules for the later stages, derived by
 # muonlab.linalg.schedules.derive_schedule(lower bound, steps) (tests check the tables against it).
@@ -76,14 +76,17 @@ GRAM_SAFETY = 1.01  # as Polar Express: each step's polynomial is optimal on [�
 # "polar_express_gram_norm" scales X by ‖XXᵀ‖_F^{1/2}; H² is the first step's R² anyway, so it costs
 # no product), and its "singular values" are √(λ/c). For a log-spaced spectrum of 768 values:
 # stage 2 (λ = σ) ℓ = 0.021 at κ = 1000, 0.062 at κ = 100; stage 3 (λ = σ^{1/2}) ℓ = 0.106 at
-# κ = 1000, 0.18 at κ = 100. 4 steps map [0.02, 1] into [0.9993, 1.0007]; 3 steps map [0.1, 1]
-# into [0.9998, 1.0002]. Steps beyond a table use the classic quintic (15/8, −10/8, 3/8).
-STAGE2_LOWER_BOUND = 0.02
+# κ = 1000, 0.18 at κ = 100. Stage 2's table is derived for ℓ = 0.06 (κ ≈ 100): 3 steps map
+# [0.06, 1] into [0.9965, 1.0035]; a table for ℓ = 0.02 needed 4 steps for that, and its 3 steps
+# erred more even at κ = 1000 (Ψ_¼: 13% against 5.6%, measured at 384×384), since the smallest σ
+# weigh little. Stage 3: 3 steps map [0.1, 1] into [0.9998, 1.0002]. Steps beyond a table use the
+# classic quintic (15/8, −10/8, 3/8).
+STAGE2_LOWER_BOUND = 0.06
 STAGE2_COEFFICIENTS: tuple[it.Coefficients, ...] = (
-    (7.641784800264275, -21.491029450510787, 15.481643269505078),
-    (3.199778453414933, -2.3558779837887007, 0.4799204737186673),
-    (2.217904508864304, -1.5729964665111429, 0.39705388437980843),
-    (1.8761965115129347, -1.2421361490124065, 0.36610439023096764),
+    (6.4353221467003765, -16.852765870678752, 11.87548853050208),
+    (2.4078287542728547, -1.7378914737289635, 0.4139189906414989),
+    (1.8980380552935079, -1.2650756269550252, 0.36785208896808663),
+    (1.865752271341847, -1.2315282390781355, 0.3657763319320471),
 )
 STAGE3_LOWER_BOUND = 0.1
 STAGE3_COEFFICIENTS: tuple[it.Coefficients, ...] = (
@@ -162,7 +165,7 @@ def spectral_power(
     ``POLAR_METHODS`` is accepted, ``steps`` its step count), p = 1 returns a copy of x.
 
     ``steps`` (``"gram"`` only): steps per stage, an int for all or one per stage (p = ½: 2
-    stages, p = ¼: 3); default (5, 4, 3, 3)[:stages]. The precision is at least float32 on every
+    stages, p = ¼: 3); default (5, 3, 3, 3)[:stages]. The precision is at least float32 on every
     device (``dtype=`` overrides, e.g. bfloat16 on CUDA for speed, at bf16 accuracy).
     """
     check_matrix(x, "x", check_finite=check_finite)
