@@ -248,7 +248,7 @@ def test_gram_stage_schedules_match_their_derivation():
         assert torch.allclose(torch.tensor(derived), torch.tensor(table), rtol=1e-6, atol=1e-8)
     assert power.gram_stages(0.5) == 2 and power.gram_stages(0.25) == 3 and power.gram_stages(0.75) == 3
     assert power.gram_stages(0.125) == 4 and power.gram_stages(0.3) is None and power.gram_stages(1 / 16) is None
-    assert power.gram_stages(0.0) is None and power.gram_stages(1.0) is None
+    assert power.gram_stages(0.0) is None and power.gram_stages(1.0) is None and power.gram_stages(2 / 7) is None
 
 
 def test_gram_power_bad_arguments():

@@ -120,7 +120,8 @@ def gram_stages(p: float) -> int | None:
     if not 0.0 < p < 1.0:
         return None
     r = (1 - Fraction(p).limit_denominator(2 ** (GRAM_MAX_STAGES - 1))) / 2
-    if abs(float(r) - (1 - p) / 2) > 1e-15:
+    power_of_two = r.denominator & (r.denominator - 1) == 0  # p = 2/7 passes the value check below
+    if not power_of_two or abs(float(r) - (1 - p) / 2) > 1e-15:
         return None
     return r.denominator.bit_length() - 1  # denominator 2^S
 
