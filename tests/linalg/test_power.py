@@ -144,3 +144,146 @@ def test_nuclear_norm_random(m, n, log_scale, seed):
     ref = spectral_matrix(m, n, kappa=100.0, scale=10.0**log_scale, generator=gen)
     assert torch.allclose(nuclear_norm(ref.matrix), ref.nuclear_norm, rtol=1e-10)
     assert torch.allclose(nuclear_norm(ref.matrix, "qdwh"), ref.nuclear_norm, rtol=1e-9)
+
+
+# --- method "gram": matmul-only staged Polar Express (the default for p a multiple of 1/8) ----
+
+GRAM_SHAPES = [(48, 96), (96, 48), (64, 64), (12, 120)]
+
+
+@pytest.mark.parametrize("shape", GRAM_SHAPES)
+@pytest.mark.parametrize("kappa", [10.0, 100.0])
+@pytest.mark.parametrize("p, tol", [(0.5, 5e-3), (0.25, 5e-3), (0.75, 5e-3), (0.125, 5e-3)])
+def test_gram_power_float32_accuracy(p, tol, kappa, shape):
+    """The documented accuracy for κ ≤ 100: ≈ 0.3% (p = ½) and ≈ 0.2% (p = ¼) at 768×768."""
+    ref = spectral_matrix(*shape, kappa=kappa)
+    out = spectral_power(ref.matrix.float(), p, "gram")
+    assert out.dtype == torch.float32 and out.shape == ref.matrix.shape
+    assert rel_err(out, ref.power(p)) < tol
+
+
+@pytest.mark.parametrize("shape", [(48, 96), (96, 48), (64, 64)])
+def test_gram_power_float32_ill_conditioned(shape):
+    """κ = 1000: σ ≈ 1e-3·σ_max is beyond stage 1's converged range; documented ≈ 1% (p = ½), ≈ 6% (p = ¼)."""
+    ref = spectral_matrix(*shape, kappa=1000.0)
+    assert rel_err(spectral_power(ref.matrix.float(), 0.5, "gram"), ref.power(0.5)) < 0.03
+    assert rel_err(spectral_power(ref.matrix.float(), 0.25, "gram"), ref.power(0.25)) < 0.15
+
+
+@pytest.mark.parametrize("p, steps", [(0.5, (12, 10)), (0.25, (12, 10, 10)), (0.75, 11), (0.125, (12, 10, 10, 10))])
+def test_gram_power_converges_in_float64(p, steps):
+    """With enough steps per stage the staged iteration is exact: the algebra, not only the tolerance."""
+    for shape in [(40, 60), (60, 40)]:
+        ref = spectral_matrix(*shape, kappa=100.0)
+        assert rel_err(spectral_power(ref.matrix, p, "gram", steps=steps), ref.power(p)) < 1e-10
+
+
+def test_gram_power_is_the_auto_method():
+    ref = spectral_matrix(30, 50, kappa=10.0)
+    x = ref.matrix.float()
+    for p in (0.5, 0.25):
+        assert torch.equal(spectral_power(x, p), spectral_power(x, p, "gram"))
+    # p not a multiple of 1/8: "auto" is the exact SVD on CPU
+    assert torch.equal(spectral_power(x, 0.3), spectral_power(x, 0.3, "svd"))
+
+
+def test_gram_power_rank_deficient_zero_and_vectors():
+    ref = spectral_matrix(40, 30, kappa=10.0, rank=7)
+    x = ref.matrix.float()
+    # float32 rounding leaves ~1e-7 in G's 23 null directions, which the exact Ψ_¼ of the rounded input
+    # lifts to ~0.02 each (its SVD errs by 2.8% here); "gram" keeps them small (0.4%).
+    for p, tol in ((0.5, 0.005), (0.25, 0.01)):
+        out = spectral_power(x, p, "gram")
+        assert torch.isfinite(out).all()
+        assert rel_err(out, ref.power(p)) < tol
+        # Ψ_p = F·G lies in G's row space: nothing on its null directions. (Checked in float64: G rounded
+        # to float32 has ~1e-7 noise there, which the exact Ψ_¼ itself lifts to (1e-7)^{1/4} ≈ 0.02.)
+        out64 = spectral_power(ref.matrix, p, "gram")
+        null_part = torch.linalg.matrix_norm(out64 @ ref.v[:, 7:])
+        assert float(null_part) < 1e-9 * float(torch.linalg.matrix_norm(out64))
+    assert torch.equal(spectral_power(torch.zeros(3, 5, 8), 0.5, "gram"), torch.zeros(3, 5, 8))
+    v = torch.randn(1, 9, dtype=torch.float64)
+    for p in (0.5, 0.25):  # a row vector: x/‖x‖ · ‖x‖ᵖ
+        expect = v / v.norm() * v.norm() ** p
+        assert rel_err(spectral_power(v, p, "gram", steps=12), expect) < 1e-10
+        assert rel_err(spectral_power(v.mT, p, "gram", steps=12), expect.mT) < 1e-10
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_gram_power_tiny_and_huge_float32(scale):
+    """Ψ_p(cG) = cᵖ Ψ_p(G): the input is divided by max|G| first, so GGᵀ neither over- nor underflows."""
+    x = spectral_matrix(30, 20, kappa=100.0).matrix.float()
+    for p in (0.5, 0.25):
+        out = spectral_power(scale * x, p, "gram")
+        assert torch.isfinite(out).all()
+        # (scale·x rounds differently from x: float32-level perturbations, amplified ≤ κ by the iteration)
+        assert rel_err(out, scale**p * spectral_power(x, p, "gram")) < 1e-4
+
+
+def test_gram_power_batched_equals_per_matrix():
+    ref = spectral_matrix(16, 40, kappa=100.0, batch=(2, 3))
+    x = ref.matrix.clone()
+    x[1, 2] = 0.0  # a zero matrix inside the batch changes nothing for the others
+    out = spectral_power(x, 0.25, "gram")
+    for i in range(2):
+        for j in range(3):
+            assert rel_err(out[i, j], spectral_power(x[i, j], 0.25, "gram")) < 1e-12
+    assert torch.equal(out[1, 2], torch.zeros(16, 40, dtype=x.dtype))
+
+
+def test_gram_power_half_precision_input_keeps_dtype():
+    ref = spectral_matrix(32, 64, kappa=10.0)
+    out = spectral_power(ref.matrix.to(torch.bfloat16), 0.5)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, ref.power(0.5)) < 3e-2
+
+
+def test_gram_stage_schedules_match_their_derivation():
+    pytest.importorskip("scipy")
+    from muonlab.linalg import power, schedules
+
+    for lower, table in ((power.STAGE2_LOWER_BOUND, power.STAGE2_COEFFICIENTS),
+                         (power.STAGE3_LOWER_BOUND, power.STAGE3_COEFFICIENTS)):
+        derived = schedules.derive_schedule(lower, len(table))
+        assert torch.allclose(torch.tensor(derived), torch.tensor(table), rtol=1e-6, atol=1e-8)
+    assert power.gram_stages(0.5) == 2 and power.gram_stages(0.25) == 3 and power.gram_stages(0.75) == 3
+    assert power.gram_stages(0.125) == 4 and power.gram_stages(0.3) is None and power.gram_stages(1 / 16) is None
+    assert power.gram_stages(0.0) is None and power.gram_stages(1.0) is None and power.gram_stages(2 / 7) is None
+
+
+def test_gram_power_bad_arguments():
+    x = torch.ones(4, 6)
+    with pytest.raises(ValueError, match="method='gram' needs p a multiple of 1/8"):
+        spectral_power(x, 0.3, "gram")
+    with pytest.raises(ValueError, match="steps must be None, a positive int or 3 positive ints"):
+        spectral_power(x, 0.25, "gram", steps=(5, 4))
+    with pytest.raises(ValueError, match="steps must be None, a positive int"):
+        spectral_power(x, 0.5, "gram", steps=0)
+    with pytest.raises(ValueError, match="steps apply to method='gram' only"):
+        spectral_power(x, 0.5, "svd", steps=3)
+
+
+@pytest.mark.gpu
+def test_gram_power_and_qdwh_do_not_synchronize_on_cuda():
+    """No host synchronization inside Ψ_p's "gram" method or QDWH (torch raises on any sync in this mode)."""
+    x = spectral_matrix(64, 128, kappa=100.0, batch=(3,)).matrix.float().cuda()
+    spectral_power(x, 0.25, check_finite=False)  # warm-up (lazy CUDA init may sync)
+    polar(x, "qdwh", check_finite=False)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = spectral_power(x, 0.25, check_finite=False)
+        u = polar(x, "qdwh", check_finite=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = spectral_matrix(64, 128, kappa=100.0, batch=(3,))
+    assert rel_err(out.cpu(), ref.power(0.25)) < 0.045
+    assert rel_err(u.cpu(), ref.polar) < 1e-4
+
+
+def test_gram_power_bf16_iteration_stays_finite():
+    """bf16 rounding makes S's null eigenvalues negative; the shift in psd_inverse_sqrt keeps the iteration
+    bounded (without it Ψ_¼ at κ = 1000 reached 1e15). bf16 accuracy is documented, not a target: ≈ 3-8%."""
+    for kappa, tol in ((100.0, 0.15), (1000.0, 0.5)):
+        ref = spectral_matrix(32, 64, kappa=kappa)
+        out = spectral_power(ref.matrix.float(), 0.25, "gram", dtype=torch.bfloat16)
+        assert torch.isfinite(out).all() and rel_err(out, ref.power(0.25)) < tol

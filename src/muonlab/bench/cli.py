@@ -7,6 +7,7 @@ import importlib
 # sub-command -> module with add_arguments(parser) and main(args) -> int
 BENCHMARKS = {
     "dist": "muonlab.bench.dist",
+    "family": "muonlab.bench.family",
     "polar": "muonlab.bench.polar",
     "step": "muonlab.bench.step",
 }

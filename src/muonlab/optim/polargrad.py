@@ -8,8 +8,17 @@ factor already computed), on every matrix:
 - PolarGradM, polar-first:          M ← βM + (1 − β)polar(G),   W ← (1 − ηλ)W − η ν(G) M
 
 The ν factor makes the step steepest descent in the spectral norm, so it converges with a
-constant step on strongly convex smooth problems. No shape scale. The reference code uses QDWH;
-the default here is QDWH run to convergence (``steps=2`` gives the paper's 2 inner steps).
+constant step on strongly convex smooth problems. No shape scale.
+
+Polar method. The reference code uses QDWH (``method="qdwh"``: converged, QR/Cholesky steps;
+``steps=2`` gives the paper's 2 inner steps). The default ``method="auto"`` is QDWH for float64
+matrices (a float64 user wants the converged factor) and otherwise Muon's default iteration,
+Polar Express from G/‖GGᵀ‖_F^{1/2}, with one more step: 5 instead of 4
+(:data:`DEFAULT_STEPS`). That costs 5/4 of Muon's polar work, and ν = ⟨G, U⟩ = Σ σᵢ f(σᵢ) then
+errs by at most 0.3% against the exact nuclear norm (float32, GPT-2 shapes, log-spaced spectra
+with κ = 10 … 1e4; 4 steps: 2.2%), because f is within 0.2% of 1 for σ ≥ 3.9e-3·scale and the
+small σ it has not yet lifted weigh little in Σ σᵢ f(σᵢ). Bound asserted (≤ 1%) by
+``tests/optim/test_family.py``; σ range and ν error per κ in ``muonlab bench family``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,20 @@ import torch
 from muonlab.optim import pipeline as pl
 from muonlab.optim.base import SpectralOptimizer, check_polar_method, check_unit_interval
 
-DEFAULT_METHOD = "qdwh"
+DEFAULT_METHOD = "auto"
+# "auto" on non-float64 matrices: Muon's default iteration with DEFAULT_STEPS steps.
+FAST_METHOD = "polar_express_gram_norm"
+DEFAULT_STEPS = 5
+
+
+def resolve_polar_method(x: torch.Tensor, group: dict) -> dict:
+    """The group PolarGrad hands to the polar factor: ``"auto"`` made concrete for ``x``'s dtype."""
+    if group["method"] != "auto":
+        return group
+    if x.dtype == torch.float64:
+        return dict(group, method="qdwh")
+    steps = DEFAULT_STEPS if group["steps"] is None else group["steps"]
+    return dict(group, method=FAST_METHOD, steps=steps)
 
 
 def nuclear_factor(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -43,9 +65,10 @@ class PolarGrad(SpectralOptimizer):
     """PolarSGD / PolarGradM (momentum-first by default, or ``polar_first=True``); AdamW part for the rest.
 
     Args: ``lr`` (required), ``momentum`` β ∈ [0, 1] (0: PolarSGD), ``polar_first``, ``weight_decay``
-    (decoupled, W ← (1 − ηλ)W), ``method`` (any polar method; default ``"qdwh"``), keyword-only
-    ``steps`` (iterations of the polar method), ``polar_dtype`` and the AdamW-part / shape / policy
-    options of :class:`muonlab.Muon`.
+    (decoupled, W ← (1 − ηλ)W), ``method`` (any polar method; default ``"auto"``: QDWH for float64,
+    else Polar Express (Gram-normalized) × :data:`DEFAULT_STEPS`), keyword-only ``steps`` (iterations
+    of the polar method), ``polar_dtype`` and the AdamW-part / shape / policy options of
+    :class:`muonlab.Muon`.
     """
 
     def __init__(
@@ -91,7 +114,7 @@ class PolarGrad(SpectralOptimizer):
         return bufs
 
     def transform(self, x, group):
-        u = self._polar(x, group)
+        u = self._polar(x, resolve_polar_method(x, group))
         if group["polar_first"]:
             return u
         return (nuclear_factor(x, u) * u).to(x.dtype)
