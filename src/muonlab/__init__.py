@@ -14,7 +14,6 @@ from muonlab.optim import (
     make_optimizer,
     param_groups,
 )
-import muonlab.distributed  # noqa: E402,F401  (installs the optimizers' distribution support)
 
 __version__ = "0.1.0"
 

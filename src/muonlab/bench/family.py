@@ -63,7 +63,7 @@ def add_arguments(parser) -> None:
 
 def row_specs(device: torch.device, selection: str) -> list[tuple[str, str, dict, str]]:
     """(key, registry name, overrides, label) for every row to run, muon first."""
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
     from muonlab.optim import OPTIMIZERS
 
     rows = [(name, name, {}, name) for name in OPTIMIZERS]
@@ -122,7 +122,7 @@ def transform_accuracy(key: str, name: str, overrides: dict, n: int, device: tor
 
 
 def run(args) -> dict:
-    from muonlab.cli import CLIError
+    from muonlab.errors import CLIError
     from muonlab.optim import OPTIMIZERS, make_optimizer, param_groups
 
     device = common.setup_device(args)

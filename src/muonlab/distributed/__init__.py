@@ -1,4 +1,8 @@
-"""Layer 3: distributed training with muonlab optimizers — each matrix orthogonalized whole, once, on one rank.
+"""Distributed support for muonlab optimizers — each matrix orthogonalized whole, once, on one rank.
+
+The optimizers (:mod:`muonlab.optim`) construct an :class:`OptimizerDistribution` and hand it parameter lists and
+tensors; nothing here imports the optimizers, so this package sits below them (it uses only torch.distributed).
+The trainer's set-up (:mod:`.parallel`: DDP/FSDP2 wrapping, sharded checkpoints) lives here too.
 
 - Replicated parameters (DDP, or plain tensors with an initialized process group): the matrix work is
   split across ranks (balanced by flops, same-shape matrices together) and the results all-gathered.
@@ -15,9 +19,6 @@ from muonlab.distributed.comm import CommStats, Layout, map_whole
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.distributed.plan import assign_owners, matrix_flops, shard_sizes
 from muonlab.distributed.resolve import Distribution, layout_of, resolve_distribution
-from muonlab.optim.base import register_distribution
-
-register_distribution(OptimizerDistribution)
 
 __all__ = [
     "CommStats",

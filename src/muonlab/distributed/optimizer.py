@@ -1,7 +1,8 @@
 """The part of a muonlab optimizer that knows about torch.distributed.
 
-A :class:`muonlab.optim.base.SpectralOptimizer` holds one :class:`OptimizerDistribution` and calls it
-at three points; nothing else in the optimizer changes:
+A :class:`muonlab.optim.base.SpectralOptimizer` constructs one :class:`OptimizerDistribution` (a plain
+dependency: this module imports nothing from the optimizers) and calls it at a few points, always with
+parameter lists and tensors — never the optimizer's group settings:
 
 - construction: :meth:`OptimizerDistribution.validate` resolves every param group (replicated,
   sharded, or single process) and raises on bad input (DTensor and plain tensors in one group,
@@ -49,36 +50,37 @@ class OptimizerDistribution:
         self._resolved: dict[int, tuple[tuple[int, ...], Distribution | None]] = {}
 
     # ------------------------------------------------------------------ construction
-    def resolve(self, group: dict, where: str = "param group") -> Distribution | None:
-        """The group's distribution (cached while its parameter list is unchanged)."""
-        key = tuple(id(p) for p in group["params"])
-        cached = self._resolved.get(id(group))
-        if cached is not None and cached[0] == key:
+    def resolve(self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group") -> Distribution | None:
+        """The distribution of one list of parameters (cached while the list is unchanged). ``whole_matrices``:
+        they will be transformed as whole matrices, so their layouts must be ones :func:`map_whole` can gather."""
+        key = tuple(id(p) for p in params)
+        cached = self._resolved.get(key)
+        if cached is not None:
             return cached[1]
-        resolved = resolve_distribution(group["params"], self.setting, where)
-        if resolved is not None and group.get("update", "spectral") == "spectral":
-            for i, p in enumerate(group["params"]):
+        resolved = resolve_distribution(list(params), self.setting, where)
+        if resolved is not None and whole_matrices:
+            for i, p in enumerate(params):
                 layout_of(p, f"{where}, parameter {i}")
-        self._resolved[id(group)] = (key, resolved)
+        self._resolved[key] = (key, resolved)
         return resolved
 
-    def validate(self, param_groups: Sequence[dict]) -> None:
-        for index, group in enumerate(param_groups):
-            self.resolve(group, f"param group {index}")
+    def validate(self, groups: Sequence[tuple[Sequence[Tensor], bool]]) -> None:
+        """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs."""
+        for index, (params, whole) in enumerate(groups):
+            self.resolve(params, whole, f"param group {index}")
 
     # ------------------------------------------------------------------ every step
-    def agree(self, param_groups: Sequence[dict], work: Sequence[tuple[dict, list[Tensor]]], all_finite: bool) -> bool:
+    def agree(self, all_params: Sequence[Sequence[Tensor]], work: Sequence[tuple[str, list[Tensor]]], all_finite: bool) -> bool:
         """Every rank's verdict on "all gradients finite", and a check that all ranks step the same parameters.
 
-        ``work``: (group, params with a gradient) per group, as the optimizer is about to step them.
+        ``all_params``: every parameter list the optimizer holds; ``work``: (a label of how the list is updated,
+        its parameters with a gradient) per list, as the optimizer is about to step them.
         Returns True when the gradients are finite on every rank; raises RuntimeError on every rank
         when the ranks' parameter lists (shapes, dtypes, layouts, which have gradients) differ."""
-        groups = self._process_groups(param_groups)
+        groups = self._process_groups(all_params)
         if not groups:
             return all_finite
-        sig = [
-            (index, group.get("update", "")) + entry for index, (group, params) in enumerate(work) for entry in signature(params)
-        ]
+        sig = [(index, label) + entry for index, (label, params) in enumerate(work) for entry in signature(params)]
         checksum = float(zlib.crc32(repr(sig).encode()))
         finite_everywhere = True
         for process_group, device in groups:
@@ -91,14 +93,14 @@ class OptimizerDistribution:
             finite_everywhere = finite_everywhere and flags[0].item() == 0.0
         return finite_everywhere
 
-    def chunk_bytes(self, group: dict, budget: int) -> int:
+    def chunk_bytes(self, params: Sequence[Tensor], budget: int) -> int:
         """How many bytes of whole matrices one chunk of the step may hold, for a per-rank scratch ``budget``.
 
         One process: a batch of matrices has at most about five copies alive (the inputs, their
         concatenation, the next iterate, and for square blocks the Gram matrix and polynomial): budget/5. Replicated (DDP): each rank transforms 1/W of the chunk (three copies) and
         receives the whole chunk's results: the chunk is budget·W/(W + 3). Sharded (FSDP2): each rank
         transforms 1/W of the chunk and sends and receives its shards of it: budget·W/5."""
-        distribution = self.resolve(group)
+        distribution = self.resolve(params)
         if distribution is None:
             return max(1, budget // 5)
         world_size = dist.get_world_size(distribution.group)
@@ -108,7 +110,6 @@ class OptimizerDistribution:
 
     def map_matrices(
         self,
-        group: dict,
         fn,
         inputs: list[Tensor],
         params: list[Tensor],
@@ -120,7 +121,7 @@ class OptimizerDistribution:
         ``inputs[i]`` is the local part (the shard under FSDP2, the whole tensor otherwise) of a tensor
         laid out like ``params[i]``; ``costs[i]`` weighs its work for the split across ranks. ``fn`` maps a
         list of whole tensors to as many whole results (pure; batched as it likes)."""
-        distribution = self.resolve(group)
+        distribution = self.resolve(params)
         if distribution is None:
             self.stats.flops += sum(costs)
             self.stats.matrices += len(inputs)
@@ -145,15 +146,15 @@ class OptimizerDistribution:
         )
 
     # ------------------------------------------------------------------ helpers
-    def _process_groups(self, param_groups: Sequence[dict]) -> list[tuple[object, torch.device]]:
+    def _process_groups(self, all_params: Sequence[Sequence[Tensor]]) -> list[tuple[object, torch.device]]:
         seen: dict[int, tuple[object, torch.device]] = {}
-        for index, group in enumerate(param_groups):
-            distribution = self.resolve(group, f"param group {index}")
-            if distribution is None or not group["params"]:
+        for params in all_params:
+            distribution = self.resolve(params)
+            if distribution is None or not params:
                 continue
             key = id(distribution.group) if distribution.group is not None else 0
             if key not in seen:
-                seen[key] = (distribution.group, _collective_device(distribution.group, group["params"][0]))
+                seen[key] = (distribution.group, _collective_device(distribution.group, params[0]))
         return list(seen.values())
 
 

@@ -13,15 +13,19 @@ matrix transform are computed:
 - **shapes**: conv filters flattened to (out, in·k…), stacks (``tensor_layout="batch"``) as
   batches, per-head blocks (``num_heads``) and fused projections (``split_sizes``).
 - **the matrix hook**: :meth:`SpectralOptimizer.compute_updates` maps the list of moment tensors of
-  one group to their updates, batching same-shape blocks into one transform call. A distributed
-  wrapper can replace or shard exactly this call (it is a pure function of its inputs and the
-  group's settings; it reads and writes no optimizer state).
+  one chunk to their updates, batching same-shape blocks into one transform call. It is a pure
+  function of whole matrices (it reads and writes no optimizer state), which the distribution runs
+  once per matrix on its owner rank.
+- **a bounded working set**: the step streams chunk by chunk (moment → transform → apply), each chunk
+  sized by ``max_scratch_bytes`` (:meth:`SpectralOptimizer.scratch_budget`).
 - **non-finite gradients**: one fused check over all gradients before anything is touched;
   ``on_nonfinite="skip"`` (default) skips the whole step with a warning naming the parameters,
   ``"raise"`` raises.
-- **distribution**: ``distributed="auto"`` (see :mod:`muonlab.distributed`, which plugs itself in
-  through :func:`register_distribution` so that this layer holds no torch.distributed code): the
-  step asks it to agree across ranks on skipping, and routes :meth:`compute_updates` through it.
+- **distribution**: ``distributed="auto"``: the optimizer constructs a
+  :class:`muonlab.distributed.optimizer.OptimizerDistribution` from that setting and the parameters'
+  layout (a plain dependency, below this layer); the step asks it to agree across ranks on skipping
+  and to run :meth:`compute_updates` on whole matrices (``map_matrices``), passing parameter lists
+  and tensors only. Everything elementwise runs here, on local tensors (FSDP2 shards in place).
 - **state** lives in ``self.state[p]``: ``"momentum_buffer"``; ``"exp_avg"``, ``"exp_avg_sq"``,
   ``"step"`` (a Python int) for Adam moments (the AdamW part and SpectralAdam).
 """
@@ -36,6 +40,7 @@ from typing import Any, Iterable
 import torch
 from torch.optim import Optimizer
 
+from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.linalg import POLAR_METHODS, polar
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.optim import pipeline as pl
@@ -47,17 +52,6 @@ GROUP_KEYS = frozenset({"params", "param_names", "kind", "update", "initial_lr"}
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
-
-# Factory distributed="..." -> distribution object, installed by muonlab.distributed (layer 3) on
-# import; ``muonlab/__init__`` imports it, so it is always there when the package is used.
-_DISTRIBUTION_FACTORY = None
-
-
-def register_distribution(factory) -> None:
-    """Install the object every optimizer asks about distribution (see muonlab.distributed.optimizer)."""
-    global _DISTRIBUTION_FACTORY
-    _DISTRIBUTION_FACTORY = factory
-
 
 def check_nonnegative(value: Any, name: str) -> None:
     if isinstance(value, torch.Tensor):
@@ -126,9 +120,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         compile: bool = False,
         cautious_wd: bool = False,
     ) -> None:
-        if _DISTRIBUTION_FACTORY is None:
-            raise RuntimeError("muonlab.distributed is not loaded; import muonlab (the package) first")
-        self._distribution = _DISTRIBUTION_FACTORY(distributed)
+        self._distribution = OptimizerDistribution(distributed)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -165,7 +157,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {torch.typename(params)}")
         super().__init__(params, defaults)
-        self._distribution.validate(self.param_groups)
+        self._distribution.validate([(g["params"], g["update"] == "spectral") for g in self.param_groups])
 
     # ------------------------------------------------------------------ construction / routing
     def _check_common(self, group: dict, where: str) -> None:
@@ -313,7 +305,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             work.append((group, params))
         finite = _all_finite(grads) if grads else True
         # Every rank must take the same decision (a rank skipping alone would hang the others).
-        finite = self._distribution.agree(self.param_groups, work, finite)
+        finite = self._distribution.agree(
+            [g["params"] for g in self.param_groups], [(g["update"], params) for g, params in work], finite
+        )
         if not finite:
             self._handle_nonfinite()
             return loss
@@ -406,7 +400,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         and their application are done before the next chunk starts, so the step's extra memory is
         that of one chunk, not of every matrix at once."""
         cost = [pl.block_flops(pl.block_shapes(p.shape, group)) for p in params]
-        limit = self._distribution.chunk_bytes(group, self.scratch_budget(group, params))
+        limit = self._distribution.chunk_bytes(group["params"], self.scratch_budget(group, params))
         wire = wire_dtype(group, grads)
         scratch = self.inputs_are_scratch(group)
         for chunk in plan_chunks(params, group, limit):
@@ -414,7 +408,6 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
             updates = self._distribution.map_matrices(
-                group,
                 lambda whole: self.compute_updates(whole, group, inputs_are_scratch=scratch),
                 inputs,
                 [params[i] for i in chunk],
