@@ -132,41 +132,26 @@ def torch_muon_newton_schulz(g: torch.Tensor, steps: int) -> torch.Tensor:
     return _muon._zeropower_via_newtonschulz(g, (3.4445, -4.775, 2.0315), steps, 1e-7)
 
 
-def gram_flops(steps: int, m: int, n: int) -> float:
-    """Gram NS on a wide m×n matrix: R₀ and the final QX₀ (2m²n each), then 8m³ per step, less 2m³
-    in the first (Q starts as I) and 4m³ in the last (its R is not needed)."""
-    per_step = 2.0 if steps == 1 else 8.0 * steps - 6.0
-    return 4.0 * m * m * n + per_step * m**3
-
-
 def nominal_flops(method: str, steps: int | None, m: int, n: int, work_dtype=torch.float32) -> float | None:
     """The matmul flops of one polar factor of an m×n matrix (None where there is no fixed count).
 
-    ``newton_schulz``/``polar_express`` count the evaluation :func:`muonlab.linalg.polar.polar`
-    actually runs (on the Gram matrix for aspect ratio ≥ 2 in float32+); the ``*_direct`` rows and
-    torch.optim.Muon's iteration always run the direct quintic.
+    Registered methods count what :func:`muonlab.linalg.polar.polar` actually runs (the quintics on the Gram
+    matrix for aspect ratio ≥ 2 in float32+; :meth:`muonlab.linalg.methods.PolarMethod.flops`); the ``*_direct``
+    rows and torch.optim.Muon's iteration always run the direct quintic.
     """
     from muonlab.linalg import iterations as it
+    from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, quintic_flops
 
-    gram_form = uses_gram_form(m, n, work_dtype)
-    m, n = min(m, n), max(m, n)
-    if method in ("newton_schulz", "newton_schulz_direct", TORCH_MUON):
-        steps = it.KELLER_STEPS if steps is None else steps
-    elif method in ("polar_express", "polar_express_direct", "auto", "gram_newton_schulz"):
-        steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
-    elif method == "polar_express_gram_norm":
-        # its normalization's G Gᵀ is the first step's Gram matrix: same products as the quintic
-        steps = it.GRAM_NORM_STEPS if steps is None else steps
-    elif method == "cubic":
-        steps = it.CUBIC_STEPS if steps is None else steps
-        return steps * 4.0 * m * m * n
-    else:
-        return None
-    if method == "gram_newton_schulz" or (
-        gram_form and method in ("newton_schulz", "polar_express", "polar_express_gram_norm", "auto")
-    ):
-        return gram_flops(steps, m, n)
-    return steps * (4.0 * m * m * n + 2.0 * m**3)
+    if method == "auto":
+        method = "polar_express"
+    if method in POLAR_METHOD_REGISTRY:
+        return POLAR_METHOD_REGISTRY[method].flops(m, n, steps, uses_gram_form(m, n, work_dtype))
+    small, large = min(m, n), max(m, n)
+    if method in ("newton_schulz_direct", TORCH_MUON):
+        return quintic_flops(it.KELLER_STEPS if steps is None else steps, small, large)
+    if method == "polar_express_direct":
+        return quintic_flops(it.POLAR_EXPRESS_STEPS if steps is None else steps, small, large)
+    return None
 
 
 def direct_quintic(g: torch.Tensor, method: str, steps: int | None) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from muonlab.linalg.methods import quintic_flops
+
 Shape = tuple[int, ...]
 
 
@@ -30,8 +32,7 @@ def matrix_flops(shape: Sequence[int]) -> float:
     if len(shape) < 2:
         return float(math.prod(shape))
     rows, cols = shape[0], math.prod(shape[1:])
-    small, large = min(rows, cols), max(rows, cols)
-    return float(4 * small * small * large + 2 * small**3)
+    return quintic_flops(1, min(rows, cols), max(rows, cols))
 
 
 def assign_owners(

@@ -42,19 +42,9 @@ import torch
 
 from muonlab.linalg import iterations as it
 from muonlab.linalg.checks import check_dtype, check_matrix, check_steps
+from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, POLAR_METHODS
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.linalg.qdwh import qdwh
-
-POLAR_METHODS = (
-    "auto",
-    "svd",
-    "newton_schulz",
-    "polar_express",
-    "polar_express_gram_norm",
-    "gram_newton_schulz",
-    "cubic",
-    "qdwh",
-)
 
 
 # The quintic methods ("newton_schulz", "polar_express", "polar_express_gram_norm") evaluate their polynomial on the Gram
@@ -124,8 +114,9 @@ def polar(
     check_steps(refine, "refine")
     check_dtype(dtype)
     if coefficients is not None:
-        if method not in ("newton_schulz", "gram_newton_schulz"):
-            raise ValueError(f"coefficients apply to 'newton_schulz' and 'gram_newton_schulz', not {method!r}")
+        if method == "auto" or not POLAR_METHOD_REGISTRY[method].accepts_coefficients:
+            takers = [name for name, m in POLAR_METHOD_REGISTRY.items() if m.accepts_coefficients]
+            raise ValueError(f"coefficients apply to {' and '.join(map(repr, takers))}, not {method!r}")
         if len(coefficients) != 3:
             raise ValueError(f"coefficients must be three numbers (a, b, c), got {coefficients!r}")
     if not isinstance(eps, (int, float)) or eps < 0:
@@ -160,6 +151,11 @@ def polar(
     return out.reshape(x.shape).to(x.dtype)
 
 
+def _steps(method: str, steps: int | None) -> int:
+    """``steps``, or the method's default from the registry."""
+    return POLAR_METHOD_REGISTRY[method].steps(steps)
+
+
 def _polar_svd(x: torch.Tensor) -> torch.Tensor:
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     # Singular values at the rounding level of the largest are zero: leave those directions out.
@@ -172,19 +168,19 @@ def _polar_polynomial(
     x: torch.Tensor, method: str, steps: int | None, coefficients: Sequence[float] | None, eps: float, fresh: bool
 ) -> torch.Tensor:
     if method == "cubic":
-        return it.cubic_iteration(it.normalize(x, eps, fresh=fresh), it.CUBIC_STEPS if steps is None else steps, overwrite=True)
+        return it.cubic_iteration(it.normalize(x, eps, fresh=fresh), _steps("cubic", steps), overwrite=True)
     gram_form = uses_gram_form(x.shape[-2], x.shape[-1], x.dtype)
     if method == "polar_express_gram_norm":
-        schedule = it.gram_norm_schedule(it.GRAM_NORM_STEPS if steps is None else steps)
+        schedule = it.gram_norm_schedule(_steps(method, steps))
         x0, gram = it.normalize_by_gram(x, eps, it.GRAM_NORM_SAFETY, fresh=fresh)
         if gram_form:
             return it.gram_quintic_iteration(x0, schedule, gram=gram)
         return it.quintic_iteration(x0, schedule, gram=gram, overwrite=True)
     if method == "newton_schulz":
-        schedule = it.constant_schedule(coefficients or it.KELLER_COEFFICIENTS, it.KELLER_STEPS if steps is None else steps)
+        schedule = it.constant_schedule(coefficients or it.KELLER_COEFFICIENTS, _steps(method, steps))
         x0 = it.normalize(x, eps, fresh=fresh)
         return it.gram_quintic_iteration(x0, schedule) if gram_form else it.quintic_iteration(x0, schedule, overwrite=True)
-    steps = it.POLAR_EXPRESS_STEPS if steps is None else steps
+    steps = _steps(method, steps)
     if coefficients is not None:
         schedule, safety = it.constant_schedule(coefficients, steps), 1.0
     else:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import torch
 
-# Methods whose cost is almost entirely matmuls and whose accuracy needs are modest.
-MATMUL_METHODS = frozenset({"newton_schulz", "polar_express", "polar_express_gram_norm", "gram_newton_schulz"})
+from muonlab.linalg.methods import MATMUL_METHODS  # the methods whose entry says bf16_on_cuda
 
 
 def _at_least_float32(dtype: torch.dtype) -> torch.dtype:

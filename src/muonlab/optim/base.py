@@ -42,6 +42,7 @@ from torch.optim import Optimizer
 
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.linalg import POLAR_METHODS, polar
+from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, quintic_flops
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.optim import pipeline as pl
 
@@ -399,7 +400,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         scratch budget allows (:meth:`scratch_budget`); each chunk's moment inputs, transformed updates
         and their application are done before the next chunk starts, so the step's extra memory is
         that of one chunk, not of every matrix at once."""
-        cost = [pl.block_flops(pl.block_shapes(p.shape, group)) for p in params]
+        cost = [block_cost(pl.block_shapes(p.shape, group), group) for p in params]
         limit = self._distribution.chunk_bytes(group["params"], self.scratch_budget(group, params))
         wire = wire_dtype(group, grads)
         scratch = self.inputs_are_scratch(group)
@@ -588,6 +589,21 @@ def plan_chunks(params: list[torch.Tensor], group: dict, limit: int) -> list[lis
     return chunks
 
 
+def block_cost(sections, group: dict) -> float:
+    """Flops of transforming one parameter's blocks with the group's polar method (the registry's count; the
+    quintic ×5 count for methods without a fixed one, e.g. SVD or QDWH, and for the Ψ_p powers): the weight of
+    a matrix in the distributed work split, where only ratios between matrices of one group matter."""
+    method = POLAR_METHOD_REGISTRY.get(group.get("method"))
+    steps = group.get("ns_steps", group.get("steps"))
+    total = 0.0
+    for count, rows, cols in sections:
+        flops = method.flops(rows, cols, steps) if method is not None else None
+        if flops is None:
+            flops = quintic_flops(5, min(rows, cols), max(rows, cols))
+        total += count * flops
+    return total
+
+
 def wire_dtype(group: dict, inputs: list[torch.Tensor]) -> torch.dtype | None:
     """The dtype whole matrices travel in between ranks: the polar iteration's own precision when it is
     lower than theirs (bf16 on CUDA: the owner would round to it anyway, so sending bf16 halves the bytes
@@ -612,10 +628,9 @@ def check_polar_method(group: dict, where: str) -> None:
         raise ValueError(f"{where}method must be one of {', '.join(POLAR_METHODS)}; got {method!r}")
     coefficients = group.get("ns_coefficients")
     if coefficients is not None:
-        if method not in ("newton_schulz", "gram_newton_schulz"):
-            raise ValueError(
-                f"{where}ns_coefficients apply to method 'newton_schulz' or 'gram_newton_schulz', not {method!r}"
-            )
+        if method == "auto" or not POLAR_METHOD_REGISTRY[method].accepts_coefficients:
+            takers = [name for name, m in POLAR_METHOD_REGISTRY.items() if m.accepts_coefficients]
+            raise ValueError(f"{where}ns_coefficients apply to method {' or '.join(map(repr, takers))}, not {method!r}")
         if len(coefficients) != 3:
             raise ValueError(f"{where}ns_coefficients must be three numbers (a, b, c), got {coefficients!r}")
     steps = group.get("ns_steps", group.get("steps"))

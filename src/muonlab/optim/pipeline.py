@@ -96,17 +96,6 @@ def block_shapes(shape: Sequence[int], group: dict) -> tuple[tuple[int, int, int
     return tuple((batch * heads, size // heads, cols) for size, heads in row_sections(rows, split_sizes, num_heads))
 
 
-def block_flops(sections: Sequence[tuple[int, int, int]]) -> float:
-    """Relative cost of transforming the blocks :func:`block_shapes` lists: one quintic step's
-    4s²l + 2s³ flops per s×l block (s ≤ l). Every polar iteration of a group runs the same number of
-    steps on every block, so this weighs parameters against each other (for the distributed work split)."""
-    total = 0.0
-    for count, rows, cols in sections:
-        small, large = min(rows, cols), max(rows, cols)
-        total += count * (4.0 * small * small * large + 2.0 * small**3)
-    return total
-
-
 def to_blocks(t: torch.Tensor, group: dict) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
