@@ -170,3 +170,16 @@ def test_every_train_option_says_what_it_does_and_its_default():
     assert missing == []
     text = parser.format_help()          # %-formatting of every help string works
     assert "(default: 500)" in text and "(default: runs/lm)" in text
+
+
+def test_cautious_wd_reaches_the_spectral_groups_and_is_refused_for_torch_optimizers():
+    from muonlab.tasks.lm.train import build_model, build_optimizer
+
+    cfg = TrainConfig(model="micro", optimizer="muon", weight_decay=0.1, cautious_wd=True).validate()
+    opt = build_optimizer(cfg, build_model(cfg, 256))
+    spectral = [g for g in opt.param_groups if g["update"] == "spectral"]
+    assert spectral and all(g["cautious_wd"] and g["weight_decay"] == 0.1 for g in spectral)
+    plain = build_optimizer(TrainConfig(model="micro", optimizer="muon").validate(), build_model(cfg, 256))
+    assert not any(g.get("cautious_wd") for g in plain.param_groups)
+    with pytest.raises(TrainError, match="--cautious-wd applies to the spectral optimizers"):
+        TrainConfig(optimizer="adamw", cautious_wd=True).validate()

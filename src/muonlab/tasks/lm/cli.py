@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aux-lr", type=float, default=d.aux_lr,
                    help="AdamW lr of embeddings, head and vectors under a matrix optimizer (default: %(default)s)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decoupled weight decay (default: %(default)s)")
+    g.add_argument("--cautious-wd", action="store_true",
+                   help="cautious weight decay (arXiv 2510.12402) for the spectral optimizers: decay only the entries "
+                        "where the weight and its update share a sign; needs --weight-decay > 0 to matter (default: off)")
     g.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip,
                    help="clip the global gradient norm to this; 0 disables (default: %(default)s)")
@@ -91,6 +94,7 @@ def config_from_args(args: argparse.Namespace):
         model=args.model, attention=args.attention, n_kv_head=args.n_kv_head, qk_norm=args.qk_norm,
         tie_embeddings=not args.untied, block_size=args.block_size, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
+        cautious_wd=args.cautious_wd,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,

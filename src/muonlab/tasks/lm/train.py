@@ -59,6 +59,7 @@ class TrainConfig:
     lr: float | None = None            # None: DEFAULT_LR[optimizer]
     aux_lr: float = ADAMW_AUX_LR       # AdamW lr for embeddings, head and vectors under a matrix optimizer
     weight_decay: float = 0.0
+    cautious_wd: bool = False          # spectral optimizers: decay only where W and the update agree in sign
     warmup_steps: int | None = None    # None: 5% of steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
@@ -88,6 +89,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "ckpt_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.cautious_wd and self.optimizer in ("adamw", "sgd"):
+            raise TrainError(f"--cautious-wd applies to the spectral optimizers, not --optimizer {self.optimizer}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.qk_clip is not None and not (math.isfinite(self.qk_clip) and self.qk_clip > 0):
@@ -177,8 +180,9 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
         from muonlab.optim import make_optimizer, param_groups
 
         # parallel none: one process even if a process group happens to exist (e.g. a rank-0-only run)
+        extra = {"cautious_wd": True} if cfg.cautious_wd else {}
         opt = make_optimizer(cfg.optimizer, param_groups(model), lr=lr, weight_decay=cfg.weight_decay,
-                             adamw_lr=cfg.aux_lr, distributed="auto" if cfg.parallel != "none" else "none")
+                             adamw_lr=cfg.aux_lr, distributed="auto" if cfg.parallel != "none" else "none", **extra)
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return opt
