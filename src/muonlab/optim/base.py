@@ -332,16 +332,6 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             finally:
                 self._param_of = {}
         return loss
-        for group, params in work:
-            if not params:
-                continue
-            # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
-            grads = [p.grad if p.grad.dtype == state_dtype(p) else p.grad.to(state_dtype(p)) for p in params]
-            if group["update"] == "adamw":
-                self._adamw_step(group, params, grads)
-            else:
-                self._spectral_step(group, params, grads)
-        return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, then the saved floating state keeps its saved dtype (fp32 state of half params).
