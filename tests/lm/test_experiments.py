@@ -244,3 +244,15 @@ def test_step_costs_are_measured_for_every_optimizer(tmp_path):
     s = lm_compare.settings(argparse.Namespace(quick=True, device="cpu", data=str(tmp_path / "corpus")))
     costs = lm_compare.measure_step_costs(["adamw", "muon"], s, data, steps=2, warmup=1)
     assert set(costs) == {"adamw", "muon"} and all(0 < c < 10 for c in costs.values())
+
+
+def test_variant_rows_train_their_optimizer_with_their_settings():
+    from muonlab.experiments import lm_compare
+    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig
+
+    assert lm_compare.parse_optimizers("muon_cwd,muon") == ["muon_cwd", "muon"]
+    settings = lm_compare.train_settings("muon_cwd")
+    assert settings == {"optimizer": "muon", "weight_decay": 0.1, "cautious_wd": True}
+    assert lm_compare.train_settings("adamw") == {"optimizer": "adamw"}
+    assert lm_compare.default_lr("muon_wd") == DEFAULT_LR["muon"]
+    TrainConfig(**settings).validate()  # a valid trainer configuration

@@ -33,12 +33,29 @@ WORK_D = {
 }
 # The seeds' optimizers (AdamW, Muon, PolarGrad, work D's eight), then NorMuon (beyond the seeds: arXiv 2510.05491).
 DEFAULT_OPTIMIZERS = ("adamw", "muon", "polargrad", "msgd", "msgds", "msgdq", "msgdz", "adam", "adams", "adamq", "adamz",
-                      "normuon")
+                      "normuon", "muon_wd", "muon_cwd")
+# Rows that are an optimizer with other trainer settings: cautious weight decay (arXiv 2510.12402) only differs from
+# plain decay when there is decay, and the sweep trains with none, so it is compared with Muon at decay 0.1 both ways.
+VARIANTS = {
+    "muon_wd": {"optimizer": "muon", "weight_decay": 0.1},
+    "muon_cwd": {"optimizer": "muon", "weight_decay": 0.1, "cautious_wd": True},
+}
 LR_GRID = (0.5, 1.0, 2.0)
 MAX_EXTENSIONS = 3  # per side: at most 8x beyond the initial grid
 LABELS = {"msgd": "mSGD", "msgds": "mSGDS", "msgdq": "mSGDQ", "msgdz": "mSGDZ", "adam": "Adam", "adams": "AdamS",
           "adamq": "AdamQ", "adamz": "AdamZ", "adamw": "AdamW", "muon": "Muon", "polargrad": "PolarGrad",
-          "normuon": "NorMuon"}
+          "normuon": "NorMuon", "muon_wd": "Muon wd 0.1", "muon_cwd": "Muon cautious wd 0.1"}
+
+
+def train_settings(name: str) -> dict:
+    """The trainer settings of row ``name``: its optimizer, plus a variant's overrides (:data:`VARIANTS`)."""
+    return dict(VARIANTS.get(name, {"optimizer": name}))
+
+
+def default_lr(name: str) -> float:
+    from muonlab.tasks.lm.train import DEFAULT_LR
+
+    return DEFAULT_LR[train_settings(name)["optimizer"]]
 # Sequences x tokens per step for each model preset (the issue's GPU runs: small 32x256, gpt2 16x1024).
 BATCH = {"micro": (8, 64), "tiny": (16, 128), "small": (32, 256), "medium": (16, 512), "gpt2": (16, 1024)}
 # Fields of a run kept in results.json (and in each run's summary.json).
@@ -110,9 +127,9 @@ def parse_optimizers(value) -> list[str]:
     if not value:
         return list(DEFAULT_OPTIMIZERS)
     names = [n.strip().lower() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
-    unknown = [n for n in names if n not in DEFAULT_LR]
+    unknown = [n for n in names if n not in DEFAULT_LR and n not in VARIANTS]
     if unknown:
-        raise LMCompareError(f"--optimizers: unknown {unknown}; expected names from {sorted(DEFAULT_LR)}")
+        raise LMCompareError(f"--optimizers: unknown {unknown}; expected names from {sorted(DEFAULT_LR) + sorted(VARIANTS)}")
     return names
 
 
@@ -166,6 +183,8 @@ def _one_run(job: dict) -> dict:
     unfinished one from its checkpoint, start afresh otherwise. Leaves only ``summary.json`` in the folder."""
     from muonlab.tasks.lm.train import TrainConfig, TrainError, train
 
+    job = dict(job)
+    row = job.pop("row", None)  # the table row: the optimizer's name, or a variant's (VARIANTS)
     cfg = TrainConfig(**job)
     out = Path(cfg.out)
     summary_path = out / "summary.json"
@@ -187,7 +206,7 @@ def _one_run(job: dict) -> dict:
         shutil.rmtree(out)
         cfg.resume = False
         res = train(cfg)
-    run = {"optimizer": cfg.optimizer, **{k: res.get(k) for k in KEEP},
+    run = {"optimizer": row or cfg.optimizer, **{k: res.get(k) for k in KEEP},
            "wall_s": time.perf_counter() - start, "resumed": cfg.resume}
     if res.get("interrupted"):
         return dict(run, interrupted=True)
@@ -223,13 +242,13 @@ def sweep(names: list[str], s: dict, runs_dir: Path, run_fn=_one_run, progress: 
 
     An optimizer's next lr is planned as soon as all of its runs so far have finished, so the pool stays busy.
     Returns (all runs, {optimizer: extensions done per side})."""
-    from muonlab.tasks.lm.train import DEFAULT_LR
 
     def job(name: str, lr: float) -> dict:
         cuda = s["device"].startswith("cuda")
         steps = s["steps"]
         return dict(data=s["data"], model=s["model"], block_size=s["block_size"], batch_size=s["batch_size"],
-                    steps=steps, eval_every=s["eval_every"], eval_batches=s["eval_batches"], optimizer=name, lr=lr,
+                    steps=steps, eval_every=s["eval_every"], eval_batches=s["eval_batches"], **train_settings(name), lr=lr,
+                    row=name,
                     seed=s["seed"], record_logits=False, progress=False, device=s["device"],
                     threads=None if cuda else 1, compile=s["compile"], ckpt_every=max(1, steps // 5),
                     out=str(runs_dir / run_dir_name(name, lr)))
@@ -249,7 +268,7 @@ def sweep(names: list[str], s: dict, runs_dir: Path, run_fn=_one_run, progress: 
 
         bar = tqdm(total=len(names) * len(s["lr_grid"]), desc="lm-compare", unit="run", dynamic_ncols=True)
     # At most `jobs` runs in flight: an interruption stops the sweep after the runs under way.
-    backlog = [(n, DEFAULT_LR[n] * m) for n in names for m in s["lr_grid"]]
+    backlog = [(n, default_lr(n) * m) for n in names for m in s["lr_grid"]]
 
     def fill():
         while backlog and len(pending) < s["jobs"]:
@@ -323,7 +342,7 @@ def measure_step_costs(names: list[str], s: dict, token_data, steps: int = 12, w
         sides = {}
         for name in names:
             cfg = TrainConfig(data=s["data"], model=s["model"], block_size=s["block_size"], batch_size=s["batch_size"],
-                              optimizer=name, seed=s["seed"], record_logits=False, device=s["device"])
+                              **train_settings(name), seed=s["seed"], record_logits=False, device=s["device"])
             model = build_model(cfg, token_data.vocab_size).to(device)
             sides[name] = (cfg, model, build_optimizer(cfg, model), [])
         sampler = BatchSampler(token_data.train, s["batch_size"], s["block_size"], seed=s["seed"])

@@ -61,6 +61,15 @@ def _lm_summary(payloads: dict, quick: bool) -> SectionResult:
             f"{m['final_val_loss']:.3f} (lr {m.get('best_lr') or float('nan'):.3g}); steps to AdamW's final: "
             f"{_fmt_ratio(n.get('step_ratio_vs_adamw'))} vs {_fmt_ratio(m.get('step_ratio_vs_adamw'))}",
             "yes" if gain > 0.01 else ("partly" if gain > -0.01 else "no")))
+    if all(table.get(k, {}).get("final_val_loss") is not None for k in ("muon_cwd", "muon_wd")):
+        c, w = table["muon_cwd"], table["muon_wd"]
+        gain = (w["final_val_loss"] - c["final_val_loss"]) / w["final_val_loss"]
+        claims.append(Claim(
+            "Beyond the seeds: cautious weight decay (decay only where W and the update agree in sign) does at least "
+            "as well as plain decay.",
+            "Cautious weight decay (arXiv 2510.12402): lower loss than plain decoupled decay at equal settings",
+            f"Muon, decay 0.1: cautious {c['final_val_loss']:.3f} vs plain {w['final_val_loss']:.3f} (each at its best lr)",
+            "yes" if gain > 0.01 else ("partly" if gain > -0.01 else "no")))
     rho = p.get("spearman_rank_vs_work_D")
     if rho is not None:
         claims.append(Claim(
