@@ -138,6 +138,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         self._compiled_transform = torch.compile(self.transform) if compile else None
         # id(local shard) -> its parameter, for the step in progress (state is keyed by the parameter)
         self._param_of: dict[int, torch.Tensor] = {}
+        self._plans: dict[int, tuple] = {}  # id(group) -> (key, chunks, costs): see _step_plan
         # True while compute_updates calls transform on a batch nobody reads afterwards (see _polar)
         self.may_overwrite_batch = False
         defaults = dict(
@@ -390,11 +391,10 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         scratch budget allows (:meth:`scratch_budget`); each chunk's moment inputs, transformed updates
         and their application are done before the next chunk starts, so the step's extra memory is
         that of one chunk, not of every matrix at once."""
-        cost = [block_cost(pl.block_shapes(p.shape, group), group) for p in params]
-        limit = self._distribution.chunk_bytes(group["params"], self.scratch_budget(group, params))
+        chunks, cost = self._step_plan(group, params)
         wire = wire_dtype(group, grads)
         scratch = self.inputs_are_scratch(group)
-        for chunk in plan_chunks(params, group, limit):
+        for chunk in chunks:
             chunk_params = [local_params[i] for i in chunk]
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
@@ -408,6 +408,21 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             del inputs
             self.apply_updates(group, chunk_params, chunk_grads, updates)
             del updates
+
+    def _step_plan(self, group: dict, params: list[torch.Tensor]) -> tuple[list[list[int]], list[float]]:
+        """The chunks and each matrix's cost for this group's step; computed once and reused while the
+        parameters with gradients, the budget and the settings that shape the blocks stay the same (a step's
+        Python work should not grow with planning it anew)."""
+        key = (tuple(id(p) for p in params), self.max_scratch_bytes,
+               *(str(group.get(k)) for k in ("tensor_layout", "num_heads", "split_sizes", "method", "ns_steps", "steps")))
+        cached = self._plans.get(id(group))
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        cost = [block_cost(pl.block_shapes(p.shape, group), group) for p in params]
+        limit = self._distribution.chunk_bytes(group["params"], self.scratch_budget(group, params))
+        chunks = plan_chunks(params, group, limit)
+        self._plans[id(group)] = (key, chunks, cost)
+        return chunks, cost
 
     def scratch_budget(self, group: dict, params: list[torch.Tensor]) -> int:
         """Bytes of working memory one step may use beyond parameters, gradients and state.
