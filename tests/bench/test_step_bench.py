@@ -41,6 +41,15 @@ def test_bench_step_tiny_writes_json(tmp_path, capsys):
     # AdamW keeps two moments per parameter: twice Muon's momentum on the matrices
     assert rows["adamw_foreach"]["state_tensors_per_matrix"] == 2
 
+    # On CUDA torch's shipped step is timed like every row (no estimate): the report must not need the estimate's fields.
+    timed = dict(result, rows=[dict(r, estimated=False) if r["key"] == "torch_muon_bf16" else r for r in result["rows"]])
+    for r in timed["rows"]:
+        if r["key"] == "torch_muon_bf16":
+            del r["measured_on"], r["measured_s"]
+    text = step_bench.report(timed)
+    assert "estimated by flop count" not in text
+    assert "estimated by flop count" in step_bench.report(result)
+
 
 def test_fp32_iteration_matches_torch_bf16_iteration():
     """The patched fp32 iteration is torch.optim.Muon's, up to bf16 rounding."""
