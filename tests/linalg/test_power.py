@@ -266,7 +266,8 @@ def test_gram_power_bad_arguments():
 @pytest.mark.gpu
 def test_gram_power_and_qdwh_do_not_synchronize_on_cuda():
     """No host synchronization inside Ψ_p's "gram" method or QDWH (torch raises on any sync in this mode)."""
-    x = spectral_matrix(64, 128, kappa=100.0, batch=(3,)).matrix.float().cuda()
+    ref = spectral_matrix(64, 128, kappa=100.0, batch=(3,))
+    x = ref.matrix.float().cuda()
     spectral_power(x, 0.25, check_finite=False)  # warm-up (lazy CUDA init may sync)
     polar(x, "qdwh", check_finite=False)
     torch.cuda.set_sync_debug_mode("error")
@@ -275,7 +276,6 @@ def test_gram_power_and_qdwh_do_not_synchronize_on_cuda():
         u = polar(x, "qdwh", check_finite=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    ref = spectral_matrix(64, 128, kappa=100.0, batch=(3,))
     assert rel_err(out.cpu(), ref.power(0.25)) < 0.045
     assert rel_err(u.cpu(), ref.polar) < 1e-4
 
