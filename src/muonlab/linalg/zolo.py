@@ -252,10 +252,11 @@ def default_schedule(dtype: torch.dtype, n: int, steps: int | None = None) -> li
 
 def starting_scale(x: torch.Tensor) -> torch.Tensor:
     """α ≥ σ_max per matrix of a tall batch (B, m, n), at most n^{1/16}·σ_max; 1 for zero matrices. Shape (B, 1, 1)."""
-    # α₀ = √(‖X‖₁‖X‖_∞) ≥ ‖X‖₂ (Hölder) first, so that the Gram powers cannot overflow.
+    # α₀ = √(‖X‖₁‖X‖_∞) ≥ ‖X‖₂ (Hölder) first, so that the Gram powers cannot overflow; the two roots
+    # taken apart, as the product of the norms over- or underflows for entries beyond ≈ 1e±150 (float64).
     norm1 = x.abs().sum(dim=-2).amax(dim=-1)
     norminf = x.abs().sum(dim=-1).amax(dim=-1)
-    alpha0 = torch.sqrt(norm1 * norminf)
+    alpha0 = torch.sqrt(norm1) * torch.sqrt(norminf)
     alpha0 = torch.where(alpha0 > 0, alpha0, torch.ones_like(alpha0))[:, None, None]
     scaled = x / alpha0
     power = scaled.mT @ scaled
