@@ -327,6 +327,21 @@ def test_half_precision_input_runs_in_float32():
 
 
 @pytest.mark.gpu
+def test_cuda_does_not_synchronize():
+    """The schedule is host arithmetic fixed by dtype and size: no host synchronization on CUDA (torch raises
+    on any in this mode)."""
+    ref = spectral_matrix(64, 128, kappa=100.0, batch=(3,))
+    x = ref.matrix.float().cuda()
+    polar(x, "zolo_pd", check_finite=False)  # warm-up (lazy CUDA and cuSOLVER init may sync)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        u = polar(x, "zolo_pd", check_finite=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert rel_err(u.cpu(), ref.polar) < 1e-4
+
+
+@pytest.mark.gpu
 def test_cuda_float32_and_float64():
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
         ref = spectral_matrix(96, 64, kappa=100.0, batch=(3,))

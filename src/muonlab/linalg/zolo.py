@@ -267,16 +267,24 @@ def starting_scale(x: torch.Tensor) -> torch.Tensor:
     return torch.where(alpha > 0, alpha, torch.ones_like(alpha))
 
 
+def _vector(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """Host floats as a 1-D tensor on ``like``'s device without a host synchronization (pinned, non-blocking copy)."""
+    host = torch.tensor(values, dtype=like.dtype)
+    if like.device.type == "cuda":
+        return host.pin_memory().to(like.device, non_blocking=True)
+    return host.to(like.device)
+
+
 def _qr_step(x: torch.Tensor, step: ZolotarevFunction) -> torch.Tensor:
     """X ← M̂ (X + Σ_j (a_j/√c_j) Q₁ⱼ Q₂ⱼᵀ) with [X; √c_j I] = [Q₁ⱼ; Q₂ⱼ] Rⱼ, all j in one QR call."""
     batch, m, n = x.shape
     r = step.degree
-    roots = torch.tensor([math.sqrt(c) for c in step.poles], dtype=x.dtype, device=x.device)
+    roots = _vector([math.sqrt(c) for c in step.poles], x)
     eye = torch.eye(n, dtype=x.dtype, device=x.device) * roots[:, None, None]  # (r, n, n)
     stacked = torch.cat([x.expand(r, batch, m, n), eye[:, None].expand(r, batch, n, n)], dim=-2)
     q, _ = torch.linalg.qr(stacked.reshape(r * batch, m + n, n), mode="reduced")
     q = q.reshape(r, batch, m + n, n)
-    w = torch.tensor([a / math.sqrt(c) for a, c in zip(step.weights, step.poles)], dtype=x.dtype, device=x.device)
+    w = _vector([a / math.sqrt(c) for a, c in zip(step.weights, step.poles)], x)
     # Σ_j w_j Q₁ⱼ Q₂ⱼᵀ as one contraction over (j, k)
     update = torch.einsum("rbik,rbjk->bij", q[:, :, :m, :], q[:, :, m:, :] * w[:, None, None, None])
     return (x + update).mul_(step.scale)
@@ -286,8 +294,8 @@ def _cholesky_step(x: torch.Tensor, step: ZolotarevFunction) -> torch.Tensor:
     """X ← M̂ (X + Σ_j a_j X (XᵀX + c_j I)⁻¹) through the Cholesky factors of the r matrices, in one call."""
     batch, m, n = x.shape
     r = step.degree
-    poles = torch.tensor(step.poles, dtype=x.dtype, device=x.device)
-    weights = torch.tensor(step.weights, dtype=x.dtype, device=x.device)
+    poles = _vector(list(step.poles), x)
+    weights = _vector(list(step.weights), x)
     gram = x.mT @ x
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
     z = gram.unsqueeze(0) + poles[:, None, None, None] * eye  # (r, B, n, n)
