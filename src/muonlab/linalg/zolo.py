@@ -32,8 +32,8 @@ iteration follows from the modular equation of degree 2r+1: ℓ₁ is the modulu
 q(ℓ)^{1/(2r+1)}, which also gives 1 − ℓ₁ without cancellation.
 
 Degree r and schedule: the smallest r for which two iterations take ℓ to within 10u of 1
-(u = the dtype's machine epsilon, QDWH's tolerance) — the paper's table: r = 1, 2, 3, 4, 5, 6, 7, 8
-suffice for κ up to ≈ 1.1, 5, 1e2, 1e4, 1e6, 1e8, 1e12, 1e16.
+(u = the dtype's machine epsilon, QDWH's tolerance). In float64 r = 1, 2, 3, 4, 5, 6, 7, 8 suffice for κ up
+to 1.16, 7.9, 214, 1.7e4, 4.3e6, 3.2e9, 7.2e12, 4.9e16: r = 8 for every κ ≤ 1e16, the paper's table.
 
 Fixed up front, no host synchronization (as :mod:`muonlab.linalg.qdwh`): the schedule depends
 only on the dtype and the matrix size, never on the data. The start X₀ = G/α uses
