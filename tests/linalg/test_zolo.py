@@ -63,7 +63,7 @@ def test_coefficients_match_mpmath_for_tiny_ell(ell, r):
 @pytest.mark.parametrize("ell", [0.95, 0.5, 1e-3, 1e-16])
 @pytest.mark.parametrize("r", [1, 3, 8])
 def test_reflection_identity(ell, r):
-    """sc(K' − u; ℓ') sc(u; ℓ') = 1/ℓ (DLMF 22.4.3) gives c_i c_{2r+1−i} = ℓ²: the two theta
+    """sc(K' − u; ℓ') sc(u; ℓ') = 1/ℓ (the quarter-period shift, DLMF §22.4) gives c_i c_{2r+1−i} = ℓ²: the two theta
     branches and both ends of the argument range agree."""
     c = zolo.zolotarev_c(ell, r)
     for i in range(2 * r):
