@@ -231,6 +231,24 @@ def test_at_most_two_iterations(kappa):
     assert _orthogonality(one) > 1e-6
 
 
+def test_each_iteration_is_one_batched_factorization(monkeypatch):
+    """The r terms of an iteration (and every matrix of the batch) go to one QR call, then one Cholesky call."""
+    g = spectral_matrix(30, 20, kappa=1e6, batch=(3,)).matrix
+    calls = {"qr": [], "cholesky_ex": []}
+    for name in calls:
+        original = getattr(torch.linalg, name)
+
+        def counted(a, *args, _original=original, _name=name, **kwargs):
+            calls[_name].append(tuple(a.shape))
+            return _original(a, *args, **kwargs)
+
+        monkeypatch.setattr(torch.linalg, name, counted)
+    u = polar(g, "zolo_pd")
+    assert calls["qr"] == [(8 * 3, 30 + 20, 20)]  # r = 8 stacks [X; √c I] per matrix
+    assert calls["cholesky_ex"] == [(8, 3, 20, 20)]
+    assert _orthogonality(u) <= 10 * 20 * EPS64
+
+
 @pytest.mark.parametrize("kappa", [1.0, 1e3, 1e8])
 def test_agrees_with_qdwh(kappa):
     ref = spectral_matrix(50, 30, kappa=kappa, batch=(2,))
