@@ -61,3 +61,32 @@ def test_bench_polar_rejects_bad_options(capsys):
     assert "--shapes" in capsys.readouterr().err
     assert main(["bench", "polar", "--methods", "magic:3"]) == 2
     assert "--methods" in capsys.readouterr().err
+
+
+def test_bench_polar_zolo_vs_qdwh_in_float64(tmp_path, capsys):
+    """The converging methods' comparison: same accuracy (to the test matrices' conditioning), iteration counts
+    from the registry (ZOLO-PD 2, QDWH 6 in float64), operation counts with the factorizations."""
+    out = tmp_path / "polar64.json"
+    code = main(["bench", "polar", "--shapes", "16x16,10x30", "--kappas", "10,1e8", "--repeats", "1",
+                 "--methods", "qdwh,zolo_pd,svd", "--dtype", "float64", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Converging methods" in printed and "iterations" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 6
+    by = {(r["method"], r["shape"]): r for r in rows}
+    for shape in ("16x16", "10x30"):
+        zolo, qdwh, svd = by[("zolo_pd", shape)], by[("qdwh", shape)], by[("svd", shape)]
+        assert zolo["iterations"] == 2 and qdwh["iterations"] == 6 and svd["iterations"] is None
+        assert all(r["iteration_dtype"] == "float64" and r["dtype"] == "float64" for r in (zolo, qdwh, svd))
+        assert zolo["work_flops"] > qdwh["work_flops"] > 0 and svd["work_flops"] is None
+        for kappa, tol in (("10", 1e-13), ("1e+08", 1e-7)):
+            assert zolo["accuracy"][kappa]["orthogonality"] < 1e-13
+            assert zolo["accuracy"][kappa]["rel_err"] < tol
+            # the same accuracy as the SVD (the error at κ = 1e8 is the matrix's own conditioning)
+            assert zolo["accuracy"][kappa]["rel_err"] < 10 * svd["accuracy"][kappa]["rel_err"] + 1e-14
+
+
+def test_bench_polar_rejects_bad_dtype(capsys):
+    assert main(["bench", "polar", "--dtype", "bfloat16"]) == 2
+    assert "--dtype" in capsys.readouterr().err

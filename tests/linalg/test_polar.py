@@ -21,7 +21,7 @@ CONCRETE = [m for m in POLAR_METHODS if m != "auto"]
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kappa", [10.0, 1e3])
-@pytest.mark.parametrize("method", ["svd", "qdwh", "cubic"])
+@pytest.mark.parametrize("method", ["svd", "qdwh", "zolo_pd", "cubic"])
 def test_converging_methods_match_svd_in_float64(method, kappa, shape):
     ref = spectral_matrix(*shape, kappa=kappa)
     steps = 40 if method == "cubic" else None  # σ_min = 1e-3/‖G‖_F needs ~35 cubic steps
@@ -31,7 +31,7 @@ def test_converging_methods_match_svd_in_float64(method, kappa, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("method", ["svd", "qdwh"])
+@pytest.mark.parametrize("method", ["svd", "qdwh", "zolo_pd"])
 def test_converging_methods_in_float32(method, shape):
     ref = spectral_matrix(*shape, kappa=100.0)
     out = polar(ref.matrix.float(), method)
@@ -144,7 +144,7 @@ def test_scale_invariance_without_overflow(method, scale):
     assert rel_err(out, polar(x, method)) < 1e-4
 
 
-@pytest.mark.parametrize("method", ["svd", "qdwh", "polar_express", "newton_schulz"])
+@pytest.mark.parametrize("method", ["svd", "qdwh", "zolo_pd", "polar_express", "newton_schulz"])
 def test_orthogonal_equivariance(method):
     """polar(Q G R) = Q polar(G) R for orthogonal Q, R."""
     g = spectral_matrix(30, 20, kappa=50.0).matrix
@@ -184,7 +184,7 @@ def test_rank_deficient_svd_gives_partial_isometry_on_range():
     assert s[12:].abs().max() < 1e-8
 
 
-@pytest.mark.parametrize("method", ["qdwh", "cubic", "polar_express"])
+@pytest.mark.parametrize("method", ["qdwh", "zolo_pd", "cubic", "polar_express"])
 def test_rank_deficient_iterations_agree_on_the_range(method):
     """Iterations act on G's range exactly as the SVD factor does; off the range the polar factor
     is not unique (rounding-level singular values may be lifted), so only G = U·H is required."""
@@ -200,7 +200,7 @@ def test_rank_deficient_iterations_agree_on_the_range(method):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("method", ["polar_express", "newton_schulz", "svd", "qdwh"])
+@pytest.mark.parametrize("method", ["polar_express", "newton_schulz", "svd", "qdwh", "zolo_pd"])
 def test_half_precision_inputs_keep_dtype_and_iterate_in_float32_on_cpu(dtype, method):
     x = spectral_matrix(32, 64, kappa=10.0).matrix.to(dtype)
     assert iteration_dtype(x, method) == torch.float32
@@ -292,7 +292,7 @@ def test_bad_arguments_name_the_parameter():
 def test_qdwh_and_svd_agree_on_random_matrices(m, n, batch, log_kappa, log_scale, seed):
     gen = torch.Generator().manual_seed(seed)
     ref = spectral_matrix(m, n, kappa=10.0**log_kappa, batch=(batch,), scale=10.0**log_scale, generator=gen)
-    for method in ("svd", "qdwh"):
+    for method in ("svd", "qdwh", "zolo_pd"):
         out = polar(ref.matrix, method)
         assert rel_err(out, ref.polar) < 1e-9, method
 

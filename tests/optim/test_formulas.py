@@ -44,12 +44,14 @@ def test_polarsgd_is_nuclear_norm_times_polar():
         _close(out, (1 - lr * wd) * w - lr * nuclear64(g) * polar64(g))
 
 
-def test_polargrad_qdwh_matches_svd_formula():
-    """float32 QDWH (the paper's method; the default on float64) is the exact formula to float32 rounding."""
+@pytest.mark.parametrize("method", ["qdwh", "zolo_pd"])
+def test_polargrad_qdwh_matches_svd_formula(method):
+    """float32 QDWH (the paper's method; the default on float64) and ZOLO-PD (the paper's other accurate polar)
+    are the exact formula to float32 rounding."""
     w0, grads = _data(1)
     w0 = [w.float() for w in w0]
     grads = [[g.float() for g in grads[0]]]
-    (got,) = _steps(lambda ps: muonlab.PolarGrad(ps, lr=0.01, method="qdwh"), w0, grads)
+    (got,) = _steps(lambda ps: muonlab.PolarGrad(ps, lr=0.01, method=method), w0, grads)
     for w, g, out in zip(w0, grads[0], got):
         expect = w.double() - 0.01 * nuclear64(g) * polar64(g)
         torch.testing.assert_close(out.double(), expect, rtol=0, atol=1e-5)

@@ -3,7 +3,8 @@
 For each method and step count, on GPT-2-small shapes (768×768, 768×3072, 3072×768) and
 matrices G = U diag(s) Vᵀ with s log-spaced from 1 to 1/κ (κ = 10 … 1e4):
 
-- median time of ``muonlab.polar(G, method, steps)`` (float32 input; CPU iterates in float32);
+- median time of ``muonlab.polar(G, method, steps)`` (float32 input by default, ``--dtype float64`` for the
+  converging methods' float64 comparison; CPU iterates in the input's precision);
 - achieved GFLOP/s = the method's nominal flop count / time, next to plain ``torch.mm``'s rate
   on the same product shapes, timed in the same rounds as the method (one call of each per round,
   so the load of a shared machine falls on both alike; the target: ≥ 80%);
@@ -14,7 +15,11 @@ Flop counts (wide orientation m ≤ n; tall inputs are transposed): the direct q
 4m²n + (8·steps − 6)m³ (R₀ = X₀X₀ᵀ and the final QX₀, 2m²n each, and 8m³ per step, less 2m³ in
 the first, where Q starts as the identity, and 4m³ in the last, whose R is not needed).
 ``newton_schulz``/``polar_express`` are counted as ``polar()`` runs them: in the Gram form for
-aspect ratio ≥ 2 (float32), direct otherwise. SVD and QDWH have no fixed matmul count: "n/a".
+aspect ratio ≥ 2 (float32), direct otherwise. SVD, QDWH and ZOLO-PD have no fixed matmul count: "n/a".
+
+The converging methods (QDWH, ZOLO-PD, SVD) get a table of their own: iterations, median time, their
+operation count with the factorizations (:meth:`muonlab.linalg.methods.PolarMethod.work`), and the worst
+relative error and orthogonality ‖YᵀY − I‖₂ over the κ's — the same accuracy, so time compares directly.
 
 ``torch.optim.Muon``'s own Newton–Schulz runs in bfloat16 as shipped, ~100× slower than float32
 on CPU: it is run once (no warm-up, no repeats) at κ = 100 only — on every shape in the full run,
@@ -49,6 +54,7 @@ FULL_METHODS = (
     ("gram_newton_schulz", 8),
     ("cubic", 24),
     ("qdwh", None),
+    ("zolo_pd", None),
     ("svd", None),
     ("torch_muon_bf16", 5),
 )
@@ -61,6 +67,7 @@ QUICK_METHODS = (
     ("polar_express_gram_norm", 4),
     ("gram_newton_schulz", 5),
     ("qdwh", None),
+    ("zolo_pd", None),
     ("torch_muon_bf16", 5),
 )
 QUICK_SHAPES = ((768, 768), (768, 3072))
@@ -68,6 +75,9 @@ QUICK_KAPPAS = (1e2, 1e4)
 TORCH_MUON = "torch_muon_bf16"
 # bench-only rows: the direct quintic iteration, also where polar() would use the Gram form
 DIRECT_METHODS = ("newton_schulz_direct", "polar_express_direct")
+# the methods that converge to the polar factor: compared in a table of their own
+CONVERGING_METHODS = ("qdwh", "zolo_pd", "svd")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def add_arguments(parser) -> None:
@@ -77,6 +87,15 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--methods", default=None, help="comma-separated method[:steps] list (default: all; see the module docstring)"
     )
+    parser.add_argument("--dtype", default="float32", help="input precision: float32 (default) or float64")
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    from muonlab.errors import CLIError
+
+    if text not in DTYPES:
+        raise CLIError(f"--dtype: expected one of {', '.join(DTYPES)}, got {text!r}")
+    return DTYPES[text]
 
 
 def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
@@ -168,6 +187,28 @@ def direct_quintic(g: torch.Tensor, method: str, steps: int | None) -> torch.Ten
     return out if g.shape[-2] <= g.shape[-1] else out.mT
 
 
+def iteration_count(method: str, steps: int | None, m: int, n: int, work_dtype: torch.dtype) -> int | None:
+    """The iterations one call runs (the registry's schedule for QDWH/ZOLO-PD; None for the SVD)."""
+    from muonlab.linalg import iterations as it
+    from muonlab.linalg.methods import POLAR_METHOD_REGISTRY
+
+    registered = resolve_method(torch.empty(0, dtype=work_dtype), method)
+    if registered in POLAR_METHOD_REGISTRY:
+        return POLAR_METHOD_REGISTRY[registered].iterations(m, n, work_dtype, steps)
+    if method in ("newton_schulz_direct", TORCH_MUON):
+        return it.KELLER_STEPS if steps is None else steps
+    return it.POLAR_EXPRESS_STEPS if steps is None else steps
+
+
+def work_flops(method: str, steps: int | None, m: int, n: int, work_dtype: torch.dtype) -> float | None:
+    """Flops with the factorizations counted (QDWH, ZOLO-PD: :meth:`PolarMethod.work`); else the matmul count."""
+    from muonlab.linalg.methods import POLAR_METHOD_REGISTRY
+
+    if method in ("qdwh", "zolo_pd") and steps is None:
+        return POLAR_METHOD_REGISTRY[method].work(m, n, work_dtype)
+    return nominal_flops(method, steps, m, n, work_dtype)
+
+
 def make_call(method: str, steps: int | None):
     if method == TORCH_MUON:
         return lambda g: torch_muon_newton_schulz(g, 5 if steps is None else steps)
@@ -187,6 +228,7 @@ def run(args) -> dict:
     kappas = parse_kappas(args.kappas) if args.kappas else (QUICK_KAPPAS if quick else KAPPAS)
     methods = parse_methods(args.methods) if args.methods else (QUICK_METHODS if quick else FULL_METHODS)
     repeats = args.repeats or (3 if quick else 7)
+    dtype = parse_dtype(args.dtype)
     timing_kappa = TIMING_KAPPA if TIMING_KAPPA in kappas else kappas[0]
 
     matrices = {
@@ -198,14 +240,14 @@ def run(args) -> dict:
         small, large = min(m, n), max(m, n)
         # one quintic step's products: X Xᵀ (s×l·l×s), A·A (s×s·s×s), (bA + cA²)·X (s×s·s×l)
         mix, mix_flops = common.matmul_mix(
-            [(small, large, small), (small, small, small), (small, small, large)], torch.float32, device
+            [(small, large, small), (small, small, small), (small, small, large)], dtype, device
         )
         rates = []
         for method, steps in methods:
             if method == TORCH_MUON and quick and (m, n) != shapes[0]:
                 continue
             call = make_call(method, steps)
-            inputs = {k: matrices[(m, n, k)][0].to(device, torch.float32) for k in kappas}
+            inputs = {k: matrices[(m, n, k)][0].to(device, dtype) for k in kappas}
             outputs = {}
             if method == TORCH_MUON:
                 # bf16 on CPU is ~100× slower: one call, no warm-up, at one κ; its output is the accuracy sample.
@@ -231,12 +273,19 @@ def run(args) -> dict:
                     "sigma_min": smin,
                     "sigma_max": smax,
                     "rel_err": common.relative_error(y, matrices[(m, n, k)][1]),
+                    # ‖YᵀY − I‖₂ = max |σ² − 1| (Y of full rank min(m, n))
+                    "orthogonality": max(abs(smin * smin - 1.0), abs(smax * smax - 1.0)),
                 }
+            work_dtype = inputs[timing_kappa].dtype if method in (TORCH_MUON, *DIRECT_METHODS) else iteration_dtype(
+                inputs[timing_kappa], resolve_method(inputs[timing_kappa], method))
             rows.append({
                 "method": method,
                 "steps": steps,
                 "label": label(method, steps),
                 "shape": f"{m}x{n}",
+                "dtype": str(dtype).replace("torch.", ""),
+                "iterations": iteration_count(method, steps, m, n, work_dtype),
+                "work_flops": work_flops(method, steps, m, n, work_dtype),
                 "median_s": timing["median_s"],
                 "times_s": timing["times_s"],
                 "flops": flops,
@@ -244,8 +293,7 @@ def run(args) -> dict:
                 "matmul_gflops": rate["gflops"],
                 "fraction_of_matmul": None if gflops is None else gflops / rate["gflops"],
                 "iteration_dtype": "bfloat16" if method == TORCH_MUON else "float32" if method in DIRECT_METHODS else str(
-                    iteration_dtype(inputs[timing_kappa], resolve_method(inputs[timing_kappa], method))
-                ).replace("torch.", ""),
+                    work_dtype).replace("torch.", ""),
                 "accuracy": accuracy,
             })
         matmul[f"{m}x{n}"] = {"gflops": statistics.median(rates), "gflops_per_row": rates, "flops": mix_flops}
@@ -274,6 +322,14 @@ def report(result: dict) -> str:
                              "range": f"[{acc['sigma_min']:.3g}, {acc['sigma_max']:.3g}]", "rel_err": acc["rel_err"]})
     acc_cols = [("label", "method"), ("shape", "shape"), ("kappa", "κ"), ("range", "σ range"),
                 ("rel_err", "rel. error vs SVD")]
+    converging = [dict(row, ms=row["median_s"] * 1e3,
+                       gflop=None if row.get("work_flops") is None else row["work_flops"] / 1e9,
+                       worst_err=max(acc["rel_err"] for acc in row["accuracy"].values()),
+                       worst_orth=max(acc["orthogonality"] for acc in row["accuracy"].values()))
+                  for row in result["rows"] if row["method"] in CONVERGING_METHODS]
+    conv_cols = [("label", "method"), ("shape", "shape"), ("dtype", "dtype"), ("iterations", "iterations"),
+                 ("ms", "median ms"), ("gflop", "GFLOP (with factorizations)"),
+                 ("worst_err", "max rel. error vs exact"), ("worst_orth", "max ‖YᵀY − I‖₂")]
     env = result["environment"]
     lines = [
         f"polar bench on {env['device']} ({env['torch_threads']} threads, load average "
@@ -282,6 +338,10 @@ def report(result: dict) -> str:
         "",
         common.format_table(acc_rows, acc_cols),
     ]
+    if converging:
+        kappas = ", ".join(f"{k:g}" for k in result["kappas"])
+        lines += ["", f"Converging methods (errors: worst over κ ∈ {{{kappas}}}):",
+                  common.format_table(converging, conv_cols)]
     if any(row["method"] == TORCH_MUON for row in result["rows"]):
         lines.append(f"\n{TORCH_MUON}: torch.optim.Muon's own Newton–Schulz as shipped (bfloat16), run once "
                      f"(no warm-up) at κ = {result['timing_kappa']:g}"

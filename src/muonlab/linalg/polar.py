@@ -20,6 +20,9 @@ update direction. Methods (see docs/math.md §3 and each module's docstring for 
 ``"cubic"``          classic Newton–Schulz X ← 1.5X − 0.5XXᵀX; converges to 1, slowly at small σ
 ``"qdwh"``           QDWH (dynamically weighted Halley, QR then Cholesky steps); backward stable,
                      ≤ 6 iterations for κ ≤ 1e16 in float64
+``"zolo_pd"``        ZOLO-PD (Zolotarev's best rational approximation of sign, Nakatsukasa–Freund 2016):
+                     2 iterations, each r QR or Cholesky solves run as one batched call (r = 8 in
+                     float64 for κ ≤ 1e16, r = 4 in float32); float32/float64 only
 ``"auto"``           vectors (1×n, n×1): the exact x/‖x‖; float64 input: ``"qdwh"`` (a float64
                      user wants a converged answer); otherwise ``"polar_express"`` with 5 steps
                      (matmul-only, so fast on any device and in any precision)
@@ -45,6 +48,7 @@ from muonlab.linalg.checks import check_dtype, check_matrix, check_steps
 from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, POLAR_METHODS
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.linalg.qdwh import qdwh
+from muonlab.linalg.zolo import zolo_pd
 
 
 # The quintic methods ("newton_schulz", "polar_express", "polar_express_gram_norm") evaluate their polynomial on the Gram
@@ -92,7 +96,7 @@ def polar(
         method: one of :data:`POLAR_METHODS` (table in the module docstring).
         steps: iterations for the iterative methods (default: 5 for the quintics, 4 for
             ``"polar_express_gram_norm"``, 24 for cubic,
-            "until converged" for QDWH); ignored by ``"svd"``.
+            "until converged" for QDWH and ZOLO-PD, which caps them); ignored by ``"svd"``.
         dtype: precision of the iteration; default by device (see module docstring).
         coefficients: a constant quintic (a, b, c) for ``"newton_schulz"``/``"gram_newton_schulz"``
             (default: Keller's for ``"newton_schulz"``, the Polar Express schedule for Gram NS).
@@ -113,6 +117,10 @@ def polar(
     check_steps(steps)
     check_steps(refine, "refine")
     check_dtype(dtype)
+    allowed = POLAR_METHOD_REGISTRY[method].dtypes if method != "auto" else None
+    if dtype is not None and allowed is not None and dtype not in allowed:
+        names = " or ".join(str(d).replace("torch.", "") for d in allowed)
+        raise ValueError(f"dtype for method {method!r} must be {names} (it runs QR/Cholesky factorizations), got {dtype}")
     if coefficients is not None:
         if method == "auto" or not POLAR_METHOD_REGISTRY[method].accepts_coefficients:
             takers = [name for name, m in POLAR_METHOD_REGISTRY.items() if m.accepts_coefficients]
@@ -139,6 +147,10 @@ def polar(
     elif method == "qdwh":
         tall = batch if m >= n else batch.mT
         out = qdwh(tall, steps)
+        out = out if m >= n else out.mT
+    elif method == "zolo_pd":
+        tall = batch if m >= n else batch.mT
+        out = zolo_pd(tall, steps)
         out = out if m >= n else out.mT
     else:
         wide = batch if m <= n else batch.mT

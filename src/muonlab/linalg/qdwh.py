@@ -68,10 +68,11 @@ def qdwh(x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
     """Polar factor of a tall batch x (B, m, n), m ≥ n, by QDWH; ``steps`` caps the iterations."""
     batch, m, n = x.shape
     dtype = x.dtype
-    # α = √(‖X‖₁‖X‖_∞) ≥ ‖X‖₂ (Hölder); zero matrices get α = 1 and stay zero.
+    # α = √(‖X‖₁‖X‖_∞) ≥ ‖X‖₂ (Hölder); zero matrices get α = 1 and stay zero. The roots are taken
+    # apart: the product of the norms over- or underflows for entries beyond ≈ 1e±150 (float64).
     norm1 = x.abs().sum(dim=-2).amax(dim=-1)
     norminf = x.abs().sum(dim=-1).amax(dim=-1)
-    alpha = torch.sqrt(norm1 * norminf)
+    alpha = torch.sqrt(norm1) * torch.sqrt(norminf)
     alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
     x = x / alpha[:, None, None]
 
