@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from muonlab.jsonio import write_json
+from muonlab.files import write_json
 
 
 def add_common_arguments(parser, default_out: str) -> None:
@@ -184,7 +184,7 @@ def environment(device: torch.device) -> dict:
 def check_out(out: str) -> None:
     """Fail before any work, in one line (exit 2), when the JSON file cannot be written."""
     from muonlab.errors import CLIError
-    from muonlab.experiments.output import OutputError, prepare_file
+    from muonlab.files import OutputError, prepare_file
 
     try:
         prepare_file(out)

@@ -210,7 +210,7 @@ def _one_run(job: dict) -> dict:
            "wall_s": time.perf_counter() - start, "resumed": cfg.resume}
     if res.get("interrupted"):
         return dict(run, interrupted=True)
-    from muonlab.jsonio import write_json
+    from muonlab.files import write_json
 
     write_json(summary_path, {"config": cfg.trajectory_dict(), "timing": [cfg.device, cfg.compile], "run": run})
     for f in out.iterdir():                 # the checkpoint and plots are not needed once the summary exists
@@ -505,7 +505,7 @@ def replay(source: Path, out: Path) -> dict:
 
 def run(args) -> dict:
     from muonlab.tasks.lm.data import prepare_data
-    from muonlab.jsonio import write_json
+    from muonlab.files import write_json
 
     if getattr(args, "from_results", None):
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ def run(args) -> dict:
     import torch
 
     from muonlab.tasks.lm.data import prepare_data
-    from muonlab.jsonio import write_json
+    from muonlab.files import write_json
     from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train
 
     s = settings(args)

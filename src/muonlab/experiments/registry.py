@@ -37,7 +37,7 @@ def resolve_experiment(name: str):
 
 def execute(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
     """Run experiment ``name`` writing into ``out_dir`` (which must exist); returns the results payload."""
-    from muonlab.jsonio import write_json
+    from muonlab.files import write_json
 
     func = resolve_experiment(name)
     sub = argparse.Namespace(**{**vars(args), "experiment": name, "out": out_dir})

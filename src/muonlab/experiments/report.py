@@ -140,17 +140,9 @@ def _stage_line(k: int, n: int, sec: Section, quick: bool, elapsed: float, done_
 
 def _drop_checkpoints(folder: Path) -> int:
     """Delete the trainer's checkpoints under ``folder`` (the report reads only results.json); returns bytes freed."""
-    import shutil
+    from muonlab.tasks.lm.checkpoint import remove_checkpoints
 
-    freed = 0
-    for path in list(folder.rglob("checkpoint.pt")):
-        freed += path.stat().st_size
-        path.unlink()
-    for path in list(folder.rglob("checkpoint_dcp_step*")):
-        if path.is_dir():
-            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            shutil.rmtree(path)
-    return freed
+    return remove_checkpoints(folder)
 
 
 def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: bool = True,
@@ -163,7 +155,7 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: 
     every experiment's arguments, e.g. ``{"steps": 20}``.
     """
     from muonlab.experiments.registry import execute
-    from muonlab.experiments.output import atomic_directory
+    from muonlab.files import atomic_directory
 
     loaded = load_sections(sections)
     results = []

@@ -103,9 +103,16 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def preset_problem(name: str | None) -> str | None:
+    """What is wrong with a ``--model`` value (it must name a preset), or None; the one check every command uses."""
+    if name is None or name in PRESETS:
+        return None
+    return f"--model: unknown model {name!r}; expected one of {', '.join(PRESETS)}"
+
+
 def preset_config(name: str, **overrides) -> GPTConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESETS)}")
+        raise ValueError(preset_problem(name))
     kw = dict(PRESETS[name])
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return GPTConfig(**kw).resolved()

@@ -23,19 +23,27 @@ from typing import Callable
 
 import torch
 
-from muonlab.jsonio import write_json
-from muonlab.optim.registry import OPTIMIZERS
+from muonlab.devices import device_problem, resolve_device
+from muonlab.distributed.parallel import PARALLEL_KINDS
+from muonlab.files import OutputError, prepare_directory, write_json
 from muonlab.tasks.lm.checkpoint import (COMPILED_PREFIX, Checkpointer, load_checkpoint, save_checkpoint,
                                          uncompiled_state_dict)
 from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
 from muonlab.tasks.lm.errors import TrainError
 from muonlab.tasks.lm.history import History, plot_results, summarize
-from muonlab.tasks.lm.model import GPT, PRESETS, preset_config
+from muonlab.tasks.lm.model import ATTENTION_KINDS, GPT, preset_config, preset_problem
 from muonlab.tasks.lm.schedule import lr_multiplier, set_lr
 
-# Default peak learning rates at --model tiny, batch 16 x 128 (the lr of the matrix parameters; embeddings,
-# head and vectors ride on AdamW at ADAMW_AUX_LR): the registry's ``lm_lr`` of each optimizer, its one source.
-DEFAULT_LR: dict[str, float] = {name: spec.lm_lr for name, spec in OPTIMIZERS.items() if spec.lm_lr is not None}
+# The trainer's default peak lr of each optimizer of muonlab.optim.OPTIMIZERS (the lr of the matrix parameters;
+# embeddings, head and vectors ride on AdamW at ADAMW_AUX_LR), tuned by a short sweep at --model tiny, batch 16 x 128
+# (BENCHMARKS.md). They belong to this task, not to the optimizers: a registry default (``defaults["lr"]``) is the
+# starting point for small non-LM models.
+DEFAULT_LR: dict[str, float] = {
+    "muon": 0.02, "normuon": 0.02, "polargrad": 0.02, "simplified_muon": 0.02,
+    "msgd": 0.3, "msgds": 0.05, "msgdq": 0.02, "msgdz": 0.02,
+    "adam": 0.003, "adams": 0.01, "adamq": 0.02, "adamz": 0.02,
+    "adamw": 0.003, "sgd": 0.1,
+}
 ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
@@ -79,10 +87,11 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
-        if self.model not in PRESETS:
-            raise TrainError(f"--model: unknown model {self.model!r}; expected one of {sorted(PRESETS)}")
-        if self.attention not in ("mha", "gqa", "mla"):
-            raise TrainError(f"--attention must be mha, gqa or mla, got {self.attention!r}")
+        problem = preset_problem(self.model) or device_problem(self.device)
+        if problem:
+            raise TrainError(problem)
+        if self.attention not in ATTENTION_KINDS:
+            raise TrainError(f"--attention must be one of {', '.join(ATTENTION_KINDS)}, got {self.attention!r}")
         known = set(DEFAULT_LR)
         if self.optimizer not in known:
             raise TrainError(f"--optimizer: unknown optimizer {self.optimizer!r}; expected one of {sorted(known)}")
@@ -95,8 +104,8 @@ class TrainConfig:
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.qk_clip is not None and not (math.isfinite(self.qk_clip) and self.qk_clip > 0):
             raise TrainError(f"--qk-clip must be a positive number (tau), got {self.qk_clip}")
-        if self.parallel not in ("none", "ddp", "fsdp"):
-            raise TrainError(f"--parallel must be none, ddp or fsdp, got {self.parallel!r}")
+        if self.parallel not in PARALLEL_KINDS:
+            raise TrainError(f"--parallel must be one of {', '.join(PARALLEL_KINDS)}, got {self.parallel!r}")
         if self.parallel != "none" and self.qk_clip is not None:
             raise TrainError("--qk-clip with --parallel is not supported yet: each rank would clip from its own "
                              "batch's logits; run QK-Clip experiments with --parallel none")
@@ -122,12 +131,6 @@ def auto_eval_every(steps: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_for(device: torch.device):
     """bf16 autocast on CUDA; fp32 on CPU (bf16 matmul is ~100x slower there)."""
     if device.type == "cuda":
@@ -270,7 +273,6 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
     process per rank under ``torchrun`` (see :mod:`muonlab.distributed.parallel`); rank 0 writes the files."""
     cfg.validate()
     from muonlab.distributed.parallel import setup_parallel
-    from muonlab.experiments.output import OutputError, prepare_directory
 
     try:  # before any work: a bad --out fails in one line, not after training
         prepare_directory(cfg.out)
@@ -409,11 +411,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
 __all__ = ["TrainConfig", "TrainError", "DataError", "DEFAULT_LR", "build_model", "build_optimizer", "train_step",
