@@ -125,10 +125,10 @@ def _check_lm_compare_options(args: argparse.Namespace, out: str) -> None:
             where = "lm-compare" if lm_only else "lm-compare and qk-clip"
             raise _error(f"{', '.join(given)}: only for {where}, not {args.experiment}")
         return
-    from muonlab.experiments.lm_compare import LMCompareError, check_options
+    from muonlab.experiments.lm_compare import LMCompareError, Options
 
     try:
-        check_options(args)
+        Options.from_namespace(args).check()
     except LMCompareError as err:
         raise _error(str(err)) from None
     args.runs_dir = str(Path(out) / "runs")

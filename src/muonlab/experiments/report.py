@@ -145,6 +145,10 @@ def _drop_checkpoints(folder: Path) -> int:
     return remove_checkpoints(folder)
 
 
+# The command-line values an experiment gets when the report runs it (as `muonlab run` leaves them unset).
+EXPERIMENT_DEFAULTS = {"optimizers": None, "kappas": None, "steps": None, "small": False}
+
+
 def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: bool = True,
               sections: list[str] | None = None, overrides: dict | None = None) -> Path:
     """Run every section's experiments into ``out`` (atomically) and write ``out/report.md``; returns its path.
@@ -171,10 +175,8 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: 
             start = time.perf_counter()
             payloads = {}
             for name, settings in sec.settings(quick).items():
-                args = argparse.Namespace(optimizers=None, kappas=None, steps=None, seed=seed, quick=quick, small=False,
-                                          progress=progress)
-                for key, value in {**settings, **(overrides or {})}.items():
-                    setattr(args, key, value)
+                args = argparse.Namespace(**{**EXPERIMENT_DEFAULTS, "seed": seed, "quick": quick, "progress": progress,
+                                             **settings, **(overrides or {})})
                 sub = tmp / name
                 sub.mkdir()
                 payloads[name] = execute(name, args, sub)
