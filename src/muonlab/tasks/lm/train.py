@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,10 +28,10 @@ from muonlab.distributed.parallel import PARALLEL_KINDS
 from muonlab.files import OutputError, prepare_directory, write_json
 from muonlab.tasks.lm.checkpoint import (COMPILED_PREFIX, Checkpointer, load_checkpoint, save_checkpoint,
                                          uncompiled_state_dict)
-from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
+from muonlab.tasks.lm.data import TOKENIZERS, BatchSampler, DataError, TokenData, eval_batches, prepare_data
 from muonlab.tasks.lm.errors import TrainError
 from muonlab.tasks.lm.history import History, plot_results, summarize
-from muonlab.tasks.lm.model import ATTENTION_KINDS, GPT, preset_config, preset_problem
+from muonlab.tasks.lm.model import ATTENTION_KINDS, GPT, PRESETS, preset_config, preset_problem
 from muonlab.tasks.lm.schedule import lr_multiplier, set_lr
 
 # The trainer's default peak lr of each optimizer of muonlab.optim.OPTIMIZERS (the lr of the matrix parameters;
@@ -50,41 +50,99 @@ ADAMW_AUX_LR = 3e-3
 NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
 
 
+def option(default, help: str, *, group: str, flag: str | None = None, negate: bool = False,
+           choices: tuple | None = None, metavar: str | None = None):
+    """A :class:`TrainConfig` field that is also a ``muonlab train`` option (``tasks/lm/cli.py`` builds the parser
+    from these): ``--NAME`` with dashes unless ``flag`` says otherwise; a bool is a switch that sets True, or False
+    with ``negate`` (``--untied`` clears ``tie_embeddings``); ``help`` is argparse's (``%(default)s`` works)."""
+    return field(default=default, metadata={"cli": {"help": help, "group": group, "flag": flag, "negate": negate,
+                                                    "choices": choices, "metavar": metavar}})
+
+
 @dataclass
 class TrainConfig:
-    data: str | None = None            # path, hf:NAME, or None for the stdlib corpus
-    tokenizer: str = "byte"
-    vocab_size: int = 4096             # BPE only
-    val_fraction: float = 0.05
-    model: str = "tiny"
-    attention: str = "mha"
-    n_kv_head: int | None = None
-    qk_norm: bool = False
-    tie_embeddings: bool = True
-    block_size: int | None = None      # None: the preset's
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float | None = None            # None: DEFAULT_LR[optimizer]
-    aux_lr: float = ADAMW_AUX_LR       # AdamW lr for embeddings, head and vectors under a matrix optimizer
-    weight_decay: float = 0.0
-    cautious_wd: bool = False          # spectral optimizers: decay only where W and the update agree in sign
-    warmup_steps: int | None = None    # None: 5% of steps
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    steps: int = 500
-    seed: int = 0
-    eval_every: int | None = None      # None: auto_eval_every(steps), about 10 evaluations per run, at most every 50
-    eval_batches: int = 8
-    ckpt_every: int = 100
-    qk_clip: float | None = None       # τ; None: no clipping
-    record_logits: bool = True
-    device: str = "auto"
-    threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
-    compile: bool = False              # torch.compile the training forward/backward (see compile_for_training)
-    out: str = "runs/lm"
-    parallel: str = "none"             # none | ddp | fsdp (launch with torchrun); batch_size is per rank
-    resume: bool = False
-    progress: bool = True
+    """One training run. Every field but ``min_lr_ratio`` is a ``muonlab train`` option: a new option is one field."""
+
+    data: str | None = option(
+        None, "text file, directory, or hf:NAME[:CONFIG] (default: the Python standard library's sources)",
+        group="data")
+    tokenizer: str = option(
+        "byte", "byte (257 symbols) or bpe (trained on the training split) (default: %(default)s)",
+        group="data", choices=TOKENIZERS)
+    vocab_size: int = option(4096, "BPE vocabulary size; ignored with --tokenizer byte (default: %(default)s)",
+                             group="data")
+    val_fraction: float = option(0.05, "share of the documents held out for validation (default: %(default)s)",
+                                 group="data")
+    model: str = option(
+        "tiny", "size preset: micro (tests), tiny 4x128, small 6x384, medium 8x512, gpt2 12x768 (default: %(default)s)",
+        group="model", choices=tuple(sorted(PRESETS)), metavar="{" + ",".join(PRESETS) + "}")
+    attention: str = option(
+        "mha", "multi-head, grouped-query, or multi-head latent attention (default: %(default)s)",
+        group="model", choices=ATTENTION_KINDS)
+    n_kv_head: int | None = option(None, "GQA key/value heads (default: n_head/2)", group="model")
+    qk_norm: bool = option(False, "RMS-normalize queries and keys (default: off)", group="model")
+    tie_embeddings: bool = option(True, "separate output head (default: tied to the embedding)", group="model",
+                                  flag="--untied", negate=True)
+    block_size: int | None = option(None, "context length in tokens (default: the preset's)", group="model")
+    optimizer: str = option(
+        "adamw", f"one of {', '.join(DEFAULT_LR)}; adamw/sgd are torch's on every parameter, the others give hidden "
+                 "matrices their rule and the rest AdamW (default: %(default)s)",
+        group="optimization", metavar="NAME")
+    lr: float | None = option(
+        None, "peak lr of the matrix parameters (default: tuned per optimizer: "
+              + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")",
+        group="optimization")
+    aux_lr: float = option(
+        ADAMW_AUX_LR, "AdamW lr of embeddings, head and vectors under a matrix optimizer (default: %(default)s)",
+        group="optimization")
+    weight_decay: float = option(0.0, "decoupled weight decay (default: %(default)s)", group="optimization")
+    cautious_wd: bool = option(
+        False, "cautious weight decay (arXiv 2510.12402) for the spectral optimizers: decay only the entries where the "
+               "weight and its update share a sign; needs --weight-decay > 0 to matter (default: off)",
+        group="optimization")
+    warmup_steps: int | None = option(None, "linear warm-up steps (default: 5%% of --steps)", group="optimization")
+    min_lr_ratio: float = 0.1          # the cosine's floor, as a share of the peak lr
+    grad_clip: float = option(1.0, "clip the global gradient norm to this; 0 disables (default: %(default)s)",
+                              group="optimization")
+    batch_size: int = option(16, "sequences per step (per rank with --parallel) (default: %(default)s)",
+                             group="optimization")
+    steps: int = option(
+        500, "optimizer steps; the lr warms up, then follows a cosine to 10%% of its peak at the last step. With "
+             "--resume it may differ from the checkpoint's: the schedule is a function of (step, --steps), so a new "
+             "total recomputes the cosine and the run continues on it from the checkpoint's step (the log prints the "
+             "lr before and after); only the same --steps is an exact resume (default: %(default)s)",
+        group="optimization")
+    seed: int = option(0, "seed of the initialization and the batches (default: %(default)s)", group="optimization")
+    qk_clip: float | None = option(
+        None, "QK-Clip threshold tau on each head's max attention logit (default: no clipping)",
+        group="optimization", metavar="TAU")
+    record_logits: bool = option(
+        True, "skip measuring max attention logits after each step (saves one forward; default: measured)",
+        group="optimization", flag="--no-record-logits", negate=True)
+    eval_every: int | None = option(
+        None, "validation every N steps and at the end (default: --steps/10 clamped to 1..50, so even a short run "
+              "draws a validation curve)", group="run")
+    eval_batches: int = option(8, "fixed validation batches per evaluation (default: %(default)s)", group="run")
+    ckpt_every: int = option(
+        100, "write OUT/checkpoint.pt every N steps; also at the end and on Ctrl-C (default: %(default)s)", group="run")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)", group="run")
+    threads: int | None = option(
+        None, "CPU threads; on a machine shared with other jobs, 1 is often several times faster (default: torch's)",
+        group="run")
+    compile: bool = option(
+        False, "torch.compile the model (and a fused AdamW step on CUDA); meant for CUDA: on CPU the gain per step "
+               "comes after minutes of first-time compilation (BENCHMARKS.md) (default: off)", group="run")
+    parallel: str = option(
+        "none", "data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on "
+                "CUDA (default: %(default)s)", group="run", choices=PARALLEL_KINDS)
+    out: str = option(
+        "runs/lm", "output folder: checkpoint.pt, results.json, loss.png, max_logit.png; checked before training "
+                   "starts (default: %(default)s)", group="run")
+    resume: bool = option(
+        False, "continue from OUT/checkpoint.pt with the same flags (--steps may grow; see --steps) (default: a fresh "
+               "run, which refuses an OUT that holds a checkpoint)", group="run")
+    progress: bool = option(True, "no progress bar (default: a tqdm bar)", group="run", flag="--no-progress",
+                            negate=True)
 
     def validate(self) -> "TrainConfig":
         problem = preset_problem(self.model) or device_problem(self.device)
@@ -351,7 +409,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     steady = step_times[min(3, len(step_times) // 2):]
     results["tokens_per_s_steady"] = tokens_per_step * len(steady) / sum(steady) if sum(steady) > 0 else None
     results["diverged"] = diverged
-    results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
+    results["parallel"] = {"strategy": par.kind, "world_size": par.world_size}
     if par.is_main:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
