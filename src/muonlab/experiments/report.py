@@ -116,9 +116,9 @@ def render(sections: list[tuple[Section, SectionResult, float]], *, quick: bool,
     return "\n".join(lines) + "\n"
 
 
-# Seconds per section of `muonlab reproduce --quick`, measured (2 CPU cores shared with other jobs, load ≈ 10,
-# torch 2.13): the basis of the stage lines' time estimate. Full mode has no measured total here (lm-compare alone
-# takes ≈ 25–50 min, docs/lm.md).
+# Typical seconds per section of `muonlab reproduce --quick` (BENCHMARKS.md, "time per stage"): the stage lines'
+# estimate, rescaled after each stage by how fast this machine has been. Full mode prints no estimate: its cost
+# depends on the committed sweeps found and on the machine far more than a table could say.
 QUICK_SECONDS = {"matfac": 77, "icl": 39, "quadreg": 48, "logreg": 35, "completion": 7, "lm-compare": 54, "qk-clip": 19}
 
 

@@ -197,8 +197,8 @@ def measure_step_costs(names: list[str], settings: Settings, token_data, steps: 
     """Seconds per training step of each optimizer, measured with all of them taking turns step by step in this
     process (one thread on CPU), so that every optimizer sees the same machine load; median after ``warmup``.
 
-    On a shared CPU the runs' own step times swing with the load (2x between runs doing the same arithmetic);
-    these are what the time-to-target columns use there."""
+    On a shared CPU the runs' own step times swing with the load of their moment, so runs doing the same arithmetic
+    disagree; these are what the time-to-target columns use there."""
     import statistics
 
     import torch

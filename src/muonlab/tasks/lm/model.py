@@ -96,7 +96,7 @@ class GPTConfig:
 # Presets: sizes only; vocab_size comes from the tokenizer.
 PRESETS: dict[str, dict] = {
     "micro": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),      # tests / quick experiments
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),     # hundreds of steps/min on 2 CPU cores
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),     # CPU-sized: the LM lab's default
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
     "medium": dict(n_layer=8, n_head=8, n_embd=512, block_size=512),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # GPT-2 124M (with a 50k BPE vocab)

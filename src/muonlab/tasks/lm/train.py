@@ -190,7 +190,7 @@ def auto_eval_every(steps: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- pieces
 def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU (bf16 matmul is ~100x slower there)."""
+    """bf16 autocast on CUDA; fp32 on CPU (bf16 matmuls have no fast kernels there)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
