@@ -1,4 +1,4 @@
-"""Layer 4: experiments — ``muonlab run NAME`` and ``muonlab reproduce``.
+"""The experiments layer: ``muonlab run NAME`` and ``muonlab reproduce``.
 
 - ``registry.py``: experiment names → ``run(args) -> dict`` functions, and :func:`registry.execute` (run one by name).
 - ``kappa_sweeps.py``: work A's κ-sweeps (matrix factorization, in-context linear regression);
@@ -10,5 +10,6 @@
 - ``runner.py`` (step-size grids, one run), ``plots.py``, ``cli.py``; result folders are written through
   :mod:`muonlab.files`.
 
-Imports go one way: cli → report → (sections → claims), and cli, report → registry → experiments.
+Imports go one way: cli → report → (sections → claims), and cli, report → registry → experiments (the layer order:
+the package docstring of :mod:`muonlab`).
 """
