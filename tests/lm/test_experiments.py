@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from muonlab.experiments import lm_compare, qk_clip
 from muonlab.experiments.registry import EXPERIMENTS

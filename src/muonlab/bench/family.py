@@ -25,7 +25,6 @@ U diag(sᵖ) Vᵀ from the known factors:
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 

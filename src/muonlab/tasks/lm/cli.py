@@ -16,7 +16,7 @@ def _option_type(config: type, field) -> type:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One option per :class:`TrainConfig` field that declares one (``option(...)`` in train.py), in its group, with
+    """One option per :class:`TrainConfig` field that declares one (``option(...)`` in config.py), in its group, with
     the field's default: the dataclass is the one list of the trainer's settings."""
     from muonlab.tasks.lm.train import TrainConfig
 
