@@ -1,7 +1,8 @@
 """Names of the experiments that ``muonlab run NAME`` knows, mapped to "module:function", and running one by name.
 
-Each function has the signature ``run(args: argparse.Namespace) -> dict`` and writes its results
-(results.json, PNG plots) under ``args.out``. Imports are lazy so the CLI starts fast.
+Each function has the signature ``run(args: argparse.Namespace) -> dict``: it writes its plots (and tables) under
+``args.out`` and returns its results, which :func:`execute` writes as ``results.json`` (the one writer of that file).
+Imports are lazy so the CLI starts fast.
 
 Both the command line (``experiments/cli.py``) and the report (``experiments/report.py``) run experiments through
 :func:`execute`; neither imports the other's module for it.
