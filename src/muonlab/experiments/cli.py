@@ -181,7 +181,8 @@ def register(subparsers) -> None:
         "reproduce",
         help="run the reproductions and write report.md: each claim, the source's number, ours, and whether it holds",
     )
-    rep.add_argument("--quick", action="store_true", help="reduced sizes, grids and step budgets (minutes on a CPU; BENCHMARKS.md)")
+    rep.add_argument("--quick", action="store_true",
+                     help="reduced sizes, grids and step budgets (minutes on a CPU; BENCHMARKS.md)")
     rep.add_argument("--out", help="output directory (default reproduce/); replaced atomically")
     _common(rep)
     rep.set_defaults(func=cmd_reproduce)
