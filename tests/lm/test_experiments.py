@@ -133,6 +133,17 @@ def test_bad_lm_compare_options_give_one_line_errors(tmp_path, capsys, argv, mes
     assert not (tmp_path / "o").exists()
 
 
+def test_the_run_command_s_options_reach_lm_compare_by_name():
+    """Every lm-compare option of `muonlab run` is a field of Options with the same name, so none is dropped."""
+    from muonlab.cli import build_parser
+
+    args = build_parser().parse_args(["run", "lm-compare", "--model", "micro", "--steps", "5", "--device", "cpu",
+                                      "--jobs", "3", "--compile", "--seed", "2", "--quick", "--optimizers", "muon"])
+    options = lm_compare.Options.from_namespace(args)
+    assert (options.model, options.steps, options.device, options.jobs, options.compile, options.seed, options.quick,
+            options.optimizers) == ("micro", 5, "cpu", 3, True, 2, True, "muon")
+
+
 def test_cuda_device_without_cuda_is_refused(capsys, tmp_path, monkeypatch):
     import torch
 
