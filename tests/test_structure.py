@@ -15,14 +15,15 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # The layers, lowest first (the package docstring, src/muonlab/__init__.py, lists the same names in the same order).
-# A module belongs to the layer of the most specific pattern it matches; ``muonlab`` itself re-exports the optimizers
-# and the matrix functions, so it sits with optim. ``integrations`` is matched whether or not it exists yet.
+# A module belongs to the layer of the most specific pattern it matches. ``muonlab`` itself re-exports the public API
+# (matrix functions, optimizers, and the integrations' entry points), so it sits with the integrations: above every
+# layer it re-exports, below the lab that uses it. ``integrations`` is matched whether or not it exists yet.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("leaves", ("muonlab.errors", "muonlab.files", "muonlab.jsonio", "muonlab.devices", "muonlab.experiments.claims")),
     ("linalg", ("muonlab.linalg", "muonlab.linalg.*")),
     ("distributed", ("muonlab.distributed", "muonlab.distributed.*")),
-    ("optim", ("muonlab", "muonlab.optim", "muonlab.optim.*")),
-    ("integrations", ("muonlab.integrations", "muonlab.integrations.*")),
+    ("optim", ("muonlab.optim", "muonlab.optim.*")),
+    ("integrations", ("muonlab", "muonlab.integrations", "muonlab.integrations.*")),
     ("tasks", ("muonlab.tasks", "muonlab.tasks.*")),
     ("experiments", ("muonlab.experiments", "muonlab.experiments.*")),
     ("bench, reports, cli", ("muonlab.bench", "muonlab.bench.*", "muonlab.experiments.report",

@@ -8,8 +8,8 @@ every import, lazy ones included):
 - leaves: ``errors`` (:class:`~muonlab.errors.CLIError`), ``files`` (JSON results and result folders, written
   atomically; ``jsonio`` is its old name), ``devices`` (the ``--device`` check, ``"auto"``), ``experiments.claims``;
 - ``linalg``: matrix functions (the polar factor, spectral powers); ``distributed``: how whole matrices travel between
-  ranks; ``optim``: the optimizers and the routing of parameters (this package re-exports them);
-  ``integrations``: adapters to other training libraries;
+  ranks; ``optim``: the optimizers and the routing of parameters; ``integrations``: adapters to other training
+  libraries. This package itself re-exports the public API of those layers, so it counts as the integrations layer;
 - ``tasks``: problems and the LM trainer; ``experiments``: the reproductions;
 - bench, reports (``experiments/report.py`` and each work's ``*_report.py``) and the command lines (``cli.py``,
   ``*/cli.py``).

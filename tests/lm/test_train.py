@@ -195,6 +195,30 @@ def test_the_train_options_are_the_config_fields():
         parser.parse_args(["--attention", "xyz"])
 
 
+def test_a_new_option_is_one_field():
+    """A field declared with option() is a flag with its type, choices and aliases, and nothing else to edit."""
+    import argparse
+    from dataclasses import dataclass
+
+    from muonlab.tasks.lm.cli import add_arguments, config_from_args
+    from muonlab.tasks.lm.config import option
+
+    @dataclass
+    class Config:
+        state_dtype: str = option("float32", "state storage (default: %(default)s)", group="g",
+                                  choices=("float32", "bfloat16"), aliases={"bf16": "bfloat16"})
+        width: int | None = option(None, "a width (default: none)", group="g")
+        hidden: float = 0.5
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Config)
+    assert config_from_args(parser.parse_args([]), Config) == Config()
+    assert config_from_args(parser.parse_args(["--state-dtype", "bf16", "--width", "3"]), Config) == Config(
+        state_dtype="bfloat16", width=3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state-dtype", "int4"])
+
+
 def test_cautious_wd_reaches_the_spectral_groups_and_is_refused_for_torch_optimizers():
     from muonlab.tasks.lm.train import build_model, build_optimizer
 

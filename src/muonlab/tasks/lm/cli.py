@@ -15,33 +15,43 @@ def _option_type(config: type, field) -> type:
     return kinds[0]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One option per :class:`TrainConfig` field that declares one (``option(...)`` in config.py), in its group, with
-    the field's default: the dataclass is the one list of the trainer's settings."""
-    from muonlab.tasks.lm.train import TrainConfig
+def add_arguments(p: argparse.ArgumentParser, config: type | None = None) -> None:
+    """One option per field of ``config`` (default :class:`TrainConfig`) that declares one (``option(...)`` in
+    config.py), in its group, with the field's default: the dataclass is the one list of the trainer's settings."""
+    if config is None:
+        from muonlab.tasks.lm.train import TrainConfig as config
 
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for field in dataclasses.fields(TrainConfig):
+    for field in dataclasses.fields(config):
         spec = field.metadata.get("cli")
         if spec is None:
             continue
         group = groups.get(spec["group"]) or groups.setdefault(spec["group"], p.add_argument_group(spec["group"]))
         flag = spec["flag"] or "--" + field.name.replace("_", "-")
-        kind = _option_type(TrainConfig, field)
+        kind = _option_type(config, field)
         if kind is bool:
             group.add_argument(flag, dest=field.name, action="store_false" if spec["negate"] else "store_true",
                                help=spec["help"])
             continue
         extra = {k: spec[k] for k in ("choices", "metavar") if spec[k] is not None}
+        if spec["choices"] is not None and spec["aliases"]:
+            extra["choices"] = (*spec["choices"], *spec["aliases"])
         group.add_argument(flag, dest=field.name, type=kind, default=field.default, help=spec["help"], **extra)
 
 
-def config_from_args(args: argparse.Namespace):
-    """The TrainConfig of parsed ``muonlab train`` options (fields without an option keep their defaults)."""
-    from muonlab.tasks.lm.train import TrainConfig
+def config_from_args(args: argparse.Namespace, config: type | None = None):
+    """The ``config`` (default TrainConfig) of parsed ``muonlab train`` options: each option's value, an alias
+    replaced by what it stands for; fields without an option keep their defaults."""
+    if config is None:
+        from muonlab.tasks.lm.train import TrainConfig as config
 
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                          if "cli" in f.metadata})
+    values = {}
+    for field in dataclasses.fields(config):
+        spec = field.metadata.get("cli")
+        if spec is not None:
+            value = getattr(args, field.name)
+            values[field.name] = spec["aliases"].get(value, value) if isinstance(value, str) else value
+    return config(**values)
 
 
 def main(args: argparse.Namespace) -> int:

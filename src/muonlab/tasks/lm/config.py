@@ -32,12 +32,14 @@ NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "t
 
 
 def option(default, help: str, *, group: str, flag: str | None = None, negate: bool = False,
-           choices: tuple | None = None, metavar: str | None = None):
+           choices: tuple | None = None, metavar: str | None = None, aliases: dict | None = None):
     """A :class:`TrainConfig` field that is also a ``muonlab train`` option (``tasks/lm/cli.py`` builds the parser
     from these): ``--NAME`` with dashes unless ``flag`` says otherwise; a bool is a switch that sets True, or False
-    with ``negate`` (``--untied`` clears ``tie_embeddings``); ``help`` is argparse's (``%(default)s`` works)."""
+    with ``negate`` (``--untied`` clears ``tie_embeddings``); ``help`` is argparse's (``%(default)s`` works);
+    ``aliases`` maps other accepted spellings to the field's value (``{"bf16": "bfloat16"}``; they join ``choices``)."""
     return field(default=default, metadata={"cli": {"help": help, "group": group, "flag": flag, "negate": negate,
-                                                    "choices": choices, "metavar": metavar}})
+                                                    "choices": choices, "metavar": metavar,
+                                                    "aliases": dict(aliases or {})}})
 
 
 @dataclass
