@@ -68,7 +68,7 @@ def test_stage_lines_count_stages_and_scale_the_estimate_by_the_speed_so_far():
 
 
 def test_checkpoints_are_dropped_and_result_folders_get_ordinary_permissions(tmp_path):
-    from muonlab.experiments.output import atomic_directory
+    from muonlab.files import atomic_directory
 
     run = tmp_path / "lm" / "runs" / "adam_lr0.003"
     run.mkdir(parents=True)

@@ -1,12 +1,16 @@
 import argparse
+import dataclasses
 import json
 import math
 
 import pytest
-import torch
 
 from muonlab.experiments import lm_compare, qk_clip
 from muonlab.experiments.registry import EXPERIMENTS
+
+
+def settings_of(**options) -> "lm_compare.Settings":
+    return lm_compare.Settings.from_options(lm_compare.Options(**options))
 
 
 def test_registered():
@@ -23,8 +27,8 @@ def test_steps_to_reach_interpolates_between_evaluations():
 
 
 def test_rank_correlation_and_optimizer_parsing():
-    assert lm_compare._spearman([1, 2, 3], [1, 2, 3]) == 1.0
-    assert lm_compare._spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert lm_compare.spearman([1, 2, 3], [1, 2, 3]) == 1.0
+    assert lm_compare.spearman([1, 2, 3], [3, 2, 1]) == -1.0
     assert lm_compare.parse_optimizers(None) == list(lm_compare.DEFAULT_OPTIMIZERS)
     assert lm_compare.parse_optimizers("Muon, adamw") == ["muon", "adamw"]
     with pytest.raises(ValueError, match="unknown"):
@@ -34,12 +38,16 @@ def test_rank_correlation_and_optimizer_parsing():
 
 
 def test_quick_settings_are_small_and_full_settings_use_the_tiny_model():
-    quick = lm_compare.settings(argparse.Namespace(quick=True, steps=None, seed=0, out="x"))
-    full = lm_compare.settings(argparse.Namespace(quick=False, steps=None, seed=0, out="x"))
-    assert quick["model"] == "micro" and quick["lr_grid"] == (1.0,) and quick["max_extensions"] == 0
-    assert full["model"] == "tiny" and len(full["lr_grid"]) >= 3 and full["max_extensions"] >= 1
-    gpu = lm_compare.settings(argparse.Namespace(model="gpt2", steps=800, jobs=3, device="cpu"))
-    assert (gpu["batch_size"], gpu["block_size"], gpu["steps"], gpu["jobs"]) == (16, 1024, 800, 3)
+    quick = settings_of(quick=True, steps=None, seed=0, out="x")
+    full = settings_of(quick=False, steps=None, seed=0, out="x")
+    assert quick.model == "micro" and quick.lr_grid == (1.0,) and quick.max_extensions == 0
+    assert full.model == "tiny" and len(full.lr_grid) >= 3 and full.max_extensions >= 1
+    gpu = settings_of(model="gpt2", steps=800, jobs=3, device="cpu")
+    assert (gpu.batch_size, gpu.block_size, gpu.steps, gpu.jobs) == (16, 1024, 800, 3)
+    # the registry's argparse Namespace reads as the same options
+    assert lm_compare.Options.from_namespace(argparse.Namespace(model="gpt2", steps=800, jobs=3, device="cpu",
+                                                                kappas=None)) == lm_compare.Options(
+        model="gpt2", steps=800, jobs=3, device="cpu")
     assert qk_clip.settings(argparse.Namespace(quick=True, steps=None, seed=0, out="x"))["optimizer"] == "muon"
 
 
@@ -67,7 +75,7 @@ def test_sweep_extends_the_grid_until_the_best_is_bracketed(tmp_path, best_lr, e
 
     monkeypatch.setitem(train_mod.DEFAULT_LR, "muon", 0.01)
     loss = bowl(best_lr)
-    s = dict(lm_compare.settings(argparse.Namespace(device="cpu", jobs=1, steps=100)), max_extensions=3)
+    s = dataclasses.replace(settings_of(device="cpu", jobs=1, steps=100), max_extensions=3)
     runs, extended = lm_compare.sweep(["muon"], s, tmp_path, run_fn=lambda job: fake_run(job["optimizer"], job["lr"],
                                       loss(job["lr"])), progress=False)
     assert [r["peak_lr"] for r in runs] == pytest.approx(expect_lrs)
@@ -102,7 +110,7 @@ def test_table_time_to_target_uses_each_runs_own_step_time():
     assert table["muon"]["time_ratio_vs_adamw"] == pytest.approx(1.5)            # fewer steps, yet slower
     assert table["msgd"]["steps_to_adamw_final"] is None and table["msgd"]["time_to_adamw_final_s"] is None
     assert [r["optimizer"] for r in lm_compare.build_table([adamw, muon, slow])] == ["muon", "adamw", "msgd"]
-    s = lm_compare.settings(argparse.Namespace(device="cpu", jobs=2))
+    s = settings_of(device="cpu", jobs=2)
     md = lm_compare.markdown_table(lm_compare.build_table([adamw, muon, slow]), s, None)
     assert "| Muon | 0.02 | 1 | 1.6000 | 50 (0.50x) | 1.5 s (1.50x) | 30 |" in md
     assert "| mSGD | 0.3 | 1 | 2.5000 | — | — | 5 |" in md
@@ -123,6 +131,17 @@ def test_bad_lm_compare_options_give_one_line_errors(tmp_path, capsys, argv, mes
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_run_command_s_options_reach_lm_compare_by_name():
+    """Every lm-compare option of `muonlab run` is a field of Options with the same name, so none is dropped."""
+    from muonlab.cli import build_parser
+
+    args = build_parser().parse_args(["run", "lm-compare", "--model", "micro", "--steps", "5", "--device", "cpu",
+                                      "--jobs", "3", "--compile", "--seed", "2", "--quick", "--optimizers", "muon"])
+    options = lm_compare.Options.from_namespace(args)
+    assert (options.model, options.steps, options.device, options.jobs, options.compile, options.seed, options.quick,
+            options.optimizers) == ("micro", 5, "cpu", 3, True, 2, True, "muon")
 
 
 def test_cuda_device_without_cuda_is_refused(capsys, tmp_path, monkeypatch):
@@ -209,17 +228,17 @@ def test_report_uses_the_committed_sweep_when_there_is_one(tmp_path, monkeypatch
 
     adamw = fake_run("adamw", 3e-3, 2.0, sec_per_step=0.010, curve=[2.6, 2.4, 2.2, 2.0])
     muon = fake_run("muon", 2e-2, 1.6, sec_per_step=0.025, curve=[2.4, 2.0, 1.8, 1.6])
-    s = lm_compare.settings(argparse.Namespace(model="tiny", steps=100, device="cpu", jobs=2))
+    s = settings_of(model="tiny", steps=100, device="cpu", jobs=2)
     table = lm_compare.build_table([adamw, muon])
     root = tmp_path / "benchmarks"
     for name, tab in (("small_sweep", table[:1]), ("big_sweep", table)):
         (root / name).mkdir(parents=True)
         (root / name / "results.json").write_text(json.dumps(
-            {"experiment": "lm-compare", "settings": s, "table": tab, "command": lm_compare.command(s, ["adamw", "muon"])}))
+            {"experiment": "lm-compare", "settings": s.to_dict(), "table": tab, "command": lm_compare.command(s, ["adamw", "muon"])}))
     (root / "big_sweep" / "curves.png").write_bytes(b"png")
     assert lm_compare.committed_results(root) == root / "big_sweep"     # the one with more optimizers
     assert lm_compare.committed_results(tmp_path / "none") is None
-    monkeypatch.setattr(lm_compare, "COMMITTED", root)
+    monkeypatch.setattr(lm_report, "COMMITTED_SWEEPS", root)
     assert lm_report._lm_settings(True) == {"lm-compare": {"from_results": str(root / "big_sweep")}}
     out = tmp_path / "report" / "lm-compare"
     payload = lm_compare.run(argparse.Namespace(out=str(out), from_results=str(root / "big_sweep")))
@@ -244,7 +263,7 @@ def test_step_costs_are_measured_for_every_optimizer(tmp_path):
     from .conftest import write_corpus
 
     data = prepare_data(str(write_corpus(tmp_path / "corpus")), "byte", verbose=False)
-    s = lm_compare.settings(argparse.Namespace(quick=True, device="cpu", data=str(tmp_path / "corpus")))
+    s = settings_of(quick=True, device="cpu", data=str(tmp_path / "corpus"))
     costs = lm_compare.measure_step_costs(["adamw", "muon"], s, data, steps=2, warmup=1)
     assert set(costs) == {"adamw", "muon"} and all(0 < c < 10 for c in costs.values())
 

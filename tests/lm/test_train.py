@@ -51,6 +51,7 @@ def test_results_file_and_training_reduces_the_loss(tmp_path):
                 "max_attn_logit_after_step"):
         assert key in data
     assert data["val_steps"] == [0, 10, 20] and len(data["max_attn_logit_after_step"]) == 20
+    assert data["parallel"] == {"strategy": "none", "world_size": 1}   # the data-parallel strategy, by that name
     assert max(data["max_attn_logit_after_step"]) <= 50.0 * (1 + 1e-5)
     assert res["val_losses"][0] == pytest.approx(5.55, abs=0.3)   # the initial model: about log(257)
     assert res["final_val_loss"] < res["val_losses"][1] < 5.55  # below log(257) and still falling
@@ -170,6 +171,52 @@ def test_every_train_option_says_what_it_does_and_its_default():
     assert missing == []
     text = parser.format_help()          # %-formatting of every help string works
     assert "(default: 500)" in text and "(default: runs/lm)" in text
+
+
+def test_the_train_options_are_the_config_fields():
+    """The parser is built from TrainConfig: each field with an option is one flag, its default is the field's, and
+    the parsed flags give back the config (negated switches included)."""
+    import argparse
+    import dataclasses
+
+    from muonlab.tasks.lm.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dests = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert dests <= fields and fields - dests == {"min_lr_ratio"}
+    assert config_from_args(parser.parse_args([])) == TrainConfig()
+    cfg = config_from_args(parser.parse_args(["--untied", "--no-record-logits", "--no-progress", "--qk-norm",
+                                              "--lr", "0.01", "--n-kv-head", "2", "--parallel", "ddp"]))
+    assert (cfg.tie_embeddings, cfg.record_logits, cfg.progress, cfg.qk_norm) == (False, False, False, True)
+    assert (cfg.lr, cfg.n_kv_head, cfg.parallel) == (0.01, 2, "ddp")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--attention", "xyz"])
+
+
+def test_a_new_option_is_one_field():
+    """A field declared with option() is a flag with its type, choices and aliases, and nothing else to edit."""
+    import argparse
+    from dataclasses import dataclass
+
+    from muonlab.tasks.lm.cli import add_arguments, config_from_args
+    from muonlab.tasks.lm.config import option
+
+    @dataclass
+    class Config:
+        state_dtype: str = option("float32", "state storage (default: %(default)s)", group="g",
+                                  choices=("float32", "bfloat16"), aliases={"bf16": "bfloat16"})
+        width: int | None = option(None, "a width (default: none)", group="g")
+        hidden: float = 0.5
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Config)
+    assert config_from_args(parser.parse_args([]), Config) == Config()
+    assert config_from_args(parser.parse_args(["--state-dtype", "bf16", "--width", "3"]), Config) == Config(
+        state_dtype="bfloat16", width=3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state-dtype", "int4"])
 
 
 def test_cautious_wd_reaches_the_spectral_groups_and_is_refused_for_torch_optimizers():

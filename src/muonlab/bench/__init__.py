@@ -1,1 +1,1 @@
-"""Layer 5: benchmarks (each prints a table and writes JSON)."""
+"""The bench layer: benchmarks (each prints a table and writes JSON)."""

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from muonlab.jsonio import write_json
+from muonlab.files import write_json
 
 
 def add_common_arguments(parser, default_out: str) -> None:
@@ -25,12 +25,13 @@ def add_common_arguments(parser, default_out: str) -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (well under a minute on CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row (median reported)")
     parser.add_argument("--out", default=default_out, help=f"JSON results file (default: {default_out})")
-    parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
+    parser.add_argument("--device", default="cpu", help="torch device to run on: cpu, cuda, cuda:N, or auto = cuda if available")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def setup_device(args) -> torch.device:
     """Validate --device/--threads/--repeats; returns the device."""
+    from muonlab.devices import device_problem, resolve_device
     from muonlab.errors import CLIError
 
     if args.repeats is not None and args.repeats < 1:
@@ -39,13 +40,10 @@ def setup_device(args) -> torch.device:
         if args.threads < 1:
             raise CLIError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        raise CLIError(f"--device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was asked for but CUDA is not available")
-    return device
+    problem = device_problem(args.device)
+    if problem:
+        raise CLIError(problem)
+    return resolve_device(args.device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -184,7 +182,7 @@ def environment(device: torch.device) -> dict:
 def check_out(out: str) -> None:
     """Fail before any work, in one line (exit 2), when the JSON file cannot be written."""
     from muonlab.errors import CLIError
-    from muonlab.experiments.output import OutputError, prepare_file
+    from muonlab.files import OutputError, prepare_file
 
     try:
         prepare_file(out)

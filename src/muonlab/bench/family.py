@@ -7,7 +7,7 @@ SimplifiedMuon with a matmul-only polar iteration). The model is
 
 Time: median of one ``step()`` after a warm-up step that creates the state; the rows are timed
 round-robin (one step of each per round) so that a shared machine's load falls on all alike, and
-each ratio ``× muon`` is to ``muon``'s median in the same run. Targets (issue 11, CPU and CUDA):
+each ratio ``× muon`` is to ``muon``'s median in the same run. Targets (CPU and CUDA):
 polargrad ≤ 1.5×, p = ½ and ¼ (msgds, msgdq, adams, adamq) ≤ 3×, p = 0 (msgdz, adamz) ≤ 1.3×,
 PolarGrad with ``method="qdwh"`` ≤ 10× on CUDA.
 
@@ -25,7 +25,6 @@ U diag(sᵖ) Vᵀ from the known factors:
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
 
@@ -33,7 +32,7 @@ from muonlab.bench import common
 from muonlab.bench.step import CONTEXT, VOCAB, WIDTH, GPT2Params, fill_gradients, is_hidden
 
 KAPPAS = (10.0, 100.0, 1000.0)
-# issue 11's targets: ratio of the step time to muonlab.Muon's default step, same run
+# The targets: ratio of the step time to muonlab.Muon's default step, same run
 TARGETS = {
     "polargrad": 1.5,
     "msgds": 3.0, "msgdq": 3.0, "adams": 3.0, "adamq": 3.0,
@@ -48,7 +47,7 @@ EXTRA_ROWS = (
     ("msgdz_keller15_bf16", "msgdz", {"method": "newton_schulz", "ns_steps": 15, "polar_dtype": torch.bfloat16},
      "msgdz, Keller ×15 in bf16 (work D's trained setting)"),
 )
-# bf16 matmuls are ~100× slower than fp32 on CPU: that row is for CUDA only
+# bf16 matmuls have no fast kernels on CPU: that row is for CUDA only
 CUDA_ONLY_ROWS = ("msgdz_keller15_bf16",)
 
 

@@ -250,7 +250,8 @@ def run(args) -> dict:
             inputs = {k: matrices[(m, n, k)][0].to(device, dtype) for k in kappas}
             outputs = {}
             if method == TORCH_MUON:
-                # bf16 on CPU is ~100× slower: one call, no warm-up, at one κ; its output is the accuracy sample.
+                # bf16 matmuls on CPU have no fast kernels (BENCHMARKS.md): one call, no warm-up, at one κ; its
+                # output is the accuracy sample.
                 timed = common.time_round_robin(
                     {"matmul": mix,
                      "method": lambda: outputs.__setitem__(timing_kappa, call(inputs[timing_kappa]))},

@@ -289,7 +289,7 @@ def run(args) -> dict:
     if blocks < 1 or width < 2 or args.vocab < 1:
         raise CLIError("--blocks, --width and --vocab must be positive (width ≥ 2)")
     repeats = args.repeats or (3 if quick else 5)
-    # torch.optim.Muon as shipped runs bf16 matmuls: ~100× slower than fp32 on CPU, so there it is run once
+    # torch.optim.Muon as shipped runs bf16 matmuls, which have no fast kernels on CPU, so there it is run once
     # and scaled; on CUDA it is timed like every other row.
     estimate_torch_bf16 = device.type != "cuda"
     dtype = torch.float32
@@ -326,21 +326,21 @@ def run(args) -> dict:
         if unknown or not wanted:
             raise CLIError(f"--rows: unknown {unknown or args.rows!r}; known: {', '.join(known)}")
         rows = [row for row in rows if row.key in wanted]
-    results, steps, states = [], {}, {}
+    results, step_fns, states = [], {}, {}
     for row in rows:
         if row.key == "torch_muon_bf16" and estimate_torch_bf16:
             continue
         compiled = args.compile and row.key.startswith("muonlab")
         step, optimizers = row.make(model, compile=True) if compiled else row.make(model)
-        steps[row.key] = _with_context(step, row.context)
+        step_fns[row.key] = _with_context(step, row.context)
         states[row.key] = optimizers
-        steps[row.key]()  # warm-up: creates the state
-    steps["plain_matmul"] = mix  # timed in the same rounds: the floor's rate under the same load
+        step_fns[row.key]()  # warm-up: creates the state
+    step_fns["plain_matmul"] = mix  # timed in the same rounds: the floor's rate under the same load
     mix()
     common.synchronize(device)
-    times = {key: [] for key in steps}
+    times = {key: [] for key in step_fns}
     for _ in range(repeats):
-        for key, step in steps.items():
+        for key, step in step_fns.items():
             times[key].append(common.time_call(step, 1, device, warmup=0)["median_s"])
     matmul_s = statistics.median(times["plain_matmul"])
     rate = {"gflops": mix_flops / matmul_s / 1e9, "median_s": matmul_s, "flops": mix_flops}
@@ -349,7 +349,7 @@ def run(args) -> dict:
         if row.key == "torch_muon_bf16" and estimate_torch_bf16:
             entry.update(run_torch_bf16(quick, width, block_shapes, ortho_inputs, blocks, hidden_shapes, device))
         else:
-            step = steps.pop(row.key)
+            step = step_fns.pop(row.key)
             entry.update({"median_s": statistics.median(times[row.key]), "times_s": times[row.key], "estimated": False})
             entry.update(step_memory(step, device))
             entry.update(state_summary(states.pop(row.key), hidden_ids))

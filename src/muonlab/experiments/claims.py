@@ -40,8 +40,3 @@ class Section:
     settings: Callable[[bool], dict[str, dict]]  # quick -> {experiment: argument overrides}
     summarize: Callable[[dict[str, dict], bool], SectionResult]
     source: str = ""
-
-
-def claims_hold(result: SectionResult) -> bool:
-    """Whether every claim of ``result`` holds fully."""
-    return all(c.holds == "yes" for c in result.claims)

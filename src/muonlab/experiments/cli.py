@@ -57,35 +57,21 @@ def check_steps(steps: int | None) -> int | None:
 
 def check_model(name: str | None) -> str | None:
     """--model of the LM experiments (lm-compare, qk-clip): a preset of muonlab.tasks.lm.model."""
-    if name is None:
-        return None
-    from muonlab.tasks.lm.model import PRESETS
+    from muonlab.tasks.lm.model import preset_problem
 
-    if name not in PRESETS:
-        raise _error(f"--model: unknown model {name!r}; expected one of {', '.join(PRESETS)}")
+    problem = preset_problem(name)
+    if problem:
+        raise _error(problem)
     return name
 
 
 def check_device(name: str | None) -> str | None:
     """--device of the LM experiments: auto (CUDA if available), cpu, cuda or cuda:N, and it must exist here."""
-    from muonlab.errors import device_problem
+    from muonlab.devices import device_problem
 
     problem = device_problem(name)
     if problem:
         raise _error(problem)
-    return name
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise _error(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise _error(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise _error(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise _error(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return name
 
 
@@ -102,7 +88,7 @@ def summary_table(payload: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from muonlab.experiments.output import OutputError, atomic_directory
+    from muonlab.files import OutputError, atomic_directory
     from muonlab.experiments.registry import execute, resolve_experiment
 
     resolve_experiment(args.experiment)
@@ -139,17 +125,17 @@ def _check_lm_compare_options(args: argparse.Namespace, out: str) -> None:
             where = "lm-compare" if lm_only else "lm-compare and qk-clip"
             raise _error(f"{', '.join(given)}: only for {where}, not {args.experiment}")
         return
-    from muonlab.experiments.lm_compare import LMCompareError, check_options
+    from muonlab.experiments.lm_compare import LMCompareError, Options
 
     try:
-        check_options(args)
+        Options.from_namespace(args).check()
     except LMCompareError as err:
         raise _error(str(err)) from None
     args.runs_dir = str(Path(out) / "runs")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from muonlab.experiments.output import OutputError
+    from muonlab.files import OutputError
     from muonlab.experiments.report import reproduce
 
     check_steps(getattr(args, "steps", None))
@@ -195,7 +181,8 @@ def register(subparsers) -> None:
         "reproduce",
         help="run the reproductions and write report.md: each claim, the source's number, ours, and whether it holds",
     )
-    rep.add_argument("--quick", action="store_true", help="reduced settings: under ~5 minutes on 2 CPU cores")
+    rep.add_argument("--quick", action="store_true",
+                     help="reduced sizes, grids and step budgets (minutes on a CPU; BENCHMARKS.md)")
     rep.add_argument("--out", help="output directory (default reproduce/); replaced atomically")
     _common(rep)
     rep.set_defaults(func=cmd_reproduce)

@@ -10,13 +10,17 @@ from pathlib import Path
 
 from muonlab.experiments.claims import Claim, Section, SectionResult
 
+# Where a project keeps its finished lm-compare sweeps, relative to the folder the report runs in (a checkout of
+# muonlab has them in benchmarks/lm/); the installed package itself holds none.
+COMMITTED_SWEEPS = Path("benchmarks") / "lm"
+
 
 def _lm_settings(quick: bool) -> dict:
-    """The committed sweep under benchmarks/lm/ when this is a source checkout that has one (a full sweep costs
-    far more than a report should), else a fresh run (quick settings under --quick)."""
+    """The most complete committed sweep under :data:`COMMITTED_SWEEPS` when the folder the report runs in has one
+    (a full sweep costs far more than a report should), else a fresh run (quick settings under --quick)."""
     from muonlab.experiments.lm_compare import committed_results
 
-    committed = committed_results()
+    committed = committed_results(COMMITTED_SWEEPS.resolve())
     if committed is not None:
         return {"lm-compare": {"from_results": str(committed)}}
     return {"lm-compare": {"quick": quick}}

@@ -7,15 +7,11 @@ as in the authors' scripts); the best run per optimizer (see SELECTION) is plott
 
 Grids (constant steps unless ρ is given; the paper's value is in each grid):
 - ``quadreg``: PolarGrad {5e-9, 1e-8, 2e-8, 4e-8}; Muon {0.03, 0.1, 0.3}; Adam {0.02, 0.05, 0.1}.
-- ``logreg``: PolarGrad {1e-8, 3e-8, 1.5e-7, 5e-7}; Muon {0.003, 0.01, 0.03, 0.1}; Adam {3e-4, 1e-3, 2e-3, 5e-3}.
-  Measured at full size, seed 0, 1500 steps (mean mini-batch loss over the last 150 steps; start 2.9e7): PolarGrad
-  1e-8: 1.59e6, 3e-8: 2.81e5, 6e-8: 2.99e5, 1.5e-7 (paper): 4.78e5, 5e-7: 1.53e6, 1.5e-6: 4.64e6; Muon 0.003: 9.39e6, 0.01: 3.06e5,
-  0.02: 3.44e5, 0.03: 3.90e5, 0.1 (paper): 8.40e5, 0.3: 2.41e6; Adam 3e-4: 1.64e7, 1e-3: 2.91e5, 2e-3: 2.85e5,
-  5e-3 (paper): 3.21e5. Each run ≈ 25 s on one core.
+- ``logreg``: PolarGrad {1e-8, 3e-8, 1.5e-7, 5e-7}; Muon {0.003, 0.01, 0.03, 0.1}; Adam {3e-4, 1e-3, 2e-3, 5e-3}:
+  each optimizer's best lies inside its grid (the sweeps behind the grids: BENCHMARKS.md, "Work B's step-size grids").
 - ``completion``: PolarGrad {5, 10, 15, 20, 25, 30, 40, 50}; Muon {0.003, 0.01, 0.03, 0.1, 0.25}; Adam {0.01, 0.02,
-  0.05, 0.1, 0.2, 0.5}. The authors' scripts run PolarGrad at 15 (50 is their alternating-GD step); measured at full
-  size, seed 0, fp32: PolarGrad reaches f/f(X₀) ≤ 1e-6 in 66 steps at 15, 45 at 20, 29 at 25, 67 at 30, and diverges at 40
-  and 50 (also in fp64, with 2-step QDWH, and from a 1e-3·N(0, 1) start), so the grid runs up to the edge.
+  0.05, 0.1, 0.2, 0.5}. The authors' scripts run PolarGrad at 15 (50 is their alternating-GD step); PolarGrad diverges
+  above its fastest steps, so its grid runs up to that edge (BENCHMARKS.md).
 ``--small`` divides every dimension by 5; PolarGrad's grid is then rescaled (see ``_smallscale``).
 ``--quick`` runs QUICK_GRIDS (a few points around each optimizer's best) for QUICK_STEPS.
 Best run (SELECTION): quadreg and completion have f* known, so completion's best run reaches the tolerance in the
@@ -72,8 +68,8 @@ QUICK_GRIDS = {
 QUICK_STEPS = {"logreg": 1000, "completion": 400}
 TOLERANCE = 1e-6  # relative gap (f − f*)/(f(X₀) − f*) where f* is known
 PROBE_EVERY = 20
-# PolarGrad uses the exact (SVD) polar factor: QDWH gives the same factor to ~1e-7 in fp32 but was ~100× slower per
-# step on our shared 2-core CPU at 500×100 (measured, see the report)
+# PolarGrad uses the exact (SVD) polar factor: QDWH gives the same factor to fp32 rounding, and on a CPU one SVD of
+# these small matrices costs far less than QDWH's QR and Cholesky steps
 PROBLEM_OPTIMIZER_KWARGS = {**OPTIMIZER_KWARGS, "polargrad": {"momentum": 0.0, "method": "svd"}}
 
 

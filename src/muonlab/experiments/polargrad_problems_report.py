@@ -23,7 +23,6 @@ def _monotone_fraction(losses: list[float]) -> float:
 
 def _quadreg_summary(payloads: dict, quick: bool) -> SectionResult:
     p = payloads["quadreg"]
-    f_star = p["config"]["f_star"]
     bests = {r["optimizer"]: r for r in p["runs"] if r.get("best")}
     # One unit everywhere (this table, the plot, `muonlab run quadreg`): the relative gap (f − f*)/(f(X₀) − f*).
     gaps = {n: r["final_error"] for n, r in bests.items()}

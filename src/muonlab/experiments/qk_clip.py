@@ -14,7 +14,6 @@ available), ``--seed``; ``tau`` from Python. At GPU scale: ``muonlab run qk-clip
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,19 +25,18 @@ FP32_TOLERANCE = 1e-4   # relative excess over τ that counts as rounding in an 
 
 
 def settings(args) -> dict:
-    import torch
-
-    from muonlab.tasks.lm.model import PRESETS
+    from muonlab.devices import resolve_device
+    from muonlab.tasks.lm.model import preset_problem
 
     quick = bool(getattr(args, "quick", False))
     steps = getattr(args, "steps", None) or (60 if quick else 300)
     model = getattr(args, "model", None) or ("micro" if quick else "tiny")
-    if model not in PRESETS:
-        raise ValueError(f"--model: unknown model {model!r}; expected one of {', '.join(PRESETS)}")
+    if preset_problem(model):
+        raise ValueError(preset_problem(model))
     if int(steps) < 1:
         raise ValueError(f"--steps must be a positive integer, got {steps}")
     device = getattr(args, "device", None) or "auto"
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    on_cuda = resolve_device(device).type == "cuda"
     return dict(
         model=model, device=device, precision="bf16 autocast" if on_cuda else "fp32",
         steps=int(steps), batch_size=32 if on_cuda else (8 if quick else 16),
@@ -58,37 +56,38 @@ def steps_over(curve: list, tau: float, tolerance: float) -> int:
 def run(args) -> dict:
     import torch
 
+    from muonlab.files import json_safe
+    from muonlab.tasks.lm.checkpoint import CHECKPOINT_NAME
     from muonlab.tasks.lm.data import prepare_data
-    from muonlab.jsonio import write_json
     from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig, train
 
-    s = settings(args)
+    run_settings = settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    token_data = prepare_data(s["data"], "byte")
+    token_data = prepare_data(run_settings["data"], "byte")
     torch.set_num_threads(1)
-    lr = DEFAULT_LR[s["optimizer"]] * LR_MULTIPLIER
+    lr = DEFAULT_LR[run_settings["optimizer"]] * LR_MULTIPLIER
 
     from muonlab.optim.qkclip import BF16_TOLERANCE
 
-    tolerance = BF16_TOLERANCE if s["precision"] == "bf16 autocast" else FP32_TOLERANCE
+    tolerance = BF16_TOLERANCE if run_settings["precision"] == "bf16 autocast" else FP32_TOLERANCE
 
     def one(attention: str, tau: float | None) -> dict:
         run_dir = out / "runs" / f"{attention}_{'noclip' if tau is None else f'tau{tau:g}'}"
-        cfg = TrainConfig(data=s["data"], model=s["model"], attention=attention, block_size=s["block_size"],
-                          batch_size=s["batch_size"], steps=s["steps"], eval_every=s["eval_every"],
-                          eval_batches=s["eval_batches"], optimizer=s["optimizer"], lr=lr, seed=s["seed"],
+        trained = {k: run_settings[k] for k in ("data", "model", "block_size", "batch_size", "steps", "eval_every",
+                                                 "eval_batches", "optimizer", "seed", "device")}
+        cfg = TrainConfig(**trained, attention=attention, lr=lr,
                           qk_clip=tau, record_logits=True, progress=False, threads=1, ckpt_every=10**9,
-                          device=s["device"], out=str(run_dir), resume=(run_dir / "checkpoint.pt").exists())
-        print(f"qk-clip: {attention} {'no clip' if tau is None else f'tau={tau:g}'} ({s['steps']} steps, "
-              f"{s['model']}, {s['precision']})", flush=True)
+                          out=str(run_dir), resume=(run_dir / CHECKPOINT_NAME).exists())
+        print(f"qk-clip: {attention} {'no clip' if tau is None else f'tau={tau:g}'} ({run_settings['steps']} steps, "
+              f"{run_settings['model']}, {run_settings['precision']})", flush=True)
         return train(cfg, token_data=token_data)
 
     rows = {}
     for attention in ATTENTIONS:
         free = one(attention, None)
         peak = max(free["max_attn_logit_after_step"])
-        tau = float(s["tau"]) if s["tau"] else float(f"{0.5 * peak:.3g}")
+        tau = float(run_settings["tau"]) if run_settings["tau"] else float(f"{0.5 * peak:.3g}")
         clipped = one(attention, tau)
         worst = max(clipped["max_attn_logit_after_step"])
         over = steps_over(clipped["max_attn_logit_after_step"], tau, tolerance)
@@ -111,10 +110,9 @@ def run(args) -> dict:
              "peak_logit": r["peak_logit_clip" if clip else "peak_logit_no_clip"],
              "final_val_loss": r["final_val_loss_clip" if clip else "final_val_loss_no_clip"]}
             for att, r in rows.items() for clip in (False, True)]
-    summary = {"experiment": "qk-clip", "settings": s, "lr": lr, "results": rows, "runs": runs,
+    summary = {"experiment": "qk-clip", "settings": run_settings, "lr": lr, "results": rows, "runs": runs,
                "plots": ["max_logits.png"]}
-    write_json(out / "results.json", summary)
-    plot(rows, out / "max_logits.png", s)
+    plot(rows, out / "max_logits.png", run_settings)
     lines = ["| attention | τ | peak logit, no clip | peak logit, QK-Clip | steps > τ, no clip | steps > τ, QK-Clip "
              "| val loss no clip | val loss QK-Clip |",
              "|---|---|---|---|---|---|---|---|"]
@@ -123,18 +121,19 @@ def run(args) -> dict:
                      f"{r['steps_over_tau_no_clip']} of {r['steps_clip']} | {r['steps_over_tau_clip']} of "
                      f"{r['steps_clip']} | {_fmt(r['final_val_loss_no_clip'])} | {_fmt(r['final_val_loss_clip'])} |")
     (out / "table.md").write_text(
-        f"{s['optimizer']} lr {lr:g}, model `{s['model']}`, {s['steps']} steps of {s['batch_size']} sequences, "
-        f"device {s['device']} ({s['precision']}); over τ = above τ·(1 + {tolerance:.3g}).\n\n"
+        f"{run_settings['optimizer']} lr {lr:g}, model `{run_settings['model']}`, {run_settings['steps']} steps of "
+        f"{run_settings['batch_size']} sequences, "
+        f"device {run_settings['device']} ({run_settings['precision']}); over τ = above τ·(1 + {tolerance:.3g}).\n\n"
         + "\n".join(lines) + "\n")
     print((out / "table.md").read_text())
-    return json.loads((out / "results.json").read_text())  # JSON-clean (non-finite -> null)
+    return json_safe(summary)  # the registry writes it as results.json
 
 
 def _fmt(v) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
-def plot(rows: dict, path: Path, s: dict) -> None:
+def plot(rows: dict, path: Path, run_settings: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +144,7 @@ def plot(rows: dict, path: Path, s: dict) -> None:
         ax.plot(r["steps"], r["curve_no_clip"], label="no clip")
         ax.plot(r["steps"], r["curve_clip"], label=f"QK-Clip τ={r['tau']:g}")
         ax.axhline(r["tau"], color="k", ls="--", lw=0.8)
-        ax.set_title(f"{att.upper()} ({s['optimizer']}, {s['model']})")
+        ax.set_title(f"{att.upper()} ({run_settings['optimizer']}, {run_settings['model']})")
         ax.set_xlabel("step")
         ax.set_ylabel("max attention logit over heads")
         ax.legend()

@@ -1,7 +1,8 @@
 """Names of the experiments that ``muonlab run NAME`` knows, mapped to "module:function", and running one by name.
 
-Each function has the signature ``run(args: argparse.Namespace) -> dict`` and writes its results
-(results.json, PNG plots) under ``args.out``. Imports are lazy so the CLI starts fast.
+Each function has the signature ``run(args: argparse.Namespace) -> dict``: it writes its plots (and tables) under
+``args.out`` and returns its results, which :func:`execute` writes as ``results.json`` (the one writer of that file).
+Imports are lazy so the CLI starts fast.
 
 Both the command line (``experiments/cli.py``) and the report (``experiments/report.py``) run experiments through
 :func:`execute`; neither imports the other's module for it.
@@ -37,7 +38,7 @@ def resolve_experiment(name: str):
 
 def execute(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
     """Run experiment ``name`` writing into ``out_dir`` (which must exist); returns the results payload."""
-    from muonlab.jsonio import write_json
+    from muonlab.files import write_json
 
     func = resolve_experiment(name)
     sub = argparse.Namespace(**{**vars(args), "experiment": name, "out": out_dir})

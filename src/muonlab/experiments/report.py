@@ -116,9 +116,9 @@ def render(sections: list[tuple[Section, SectionResult, float]], *, quick: bool,
     return "\n".join(lines) + "\n"
 
 
-# Seconds per section of `muonlab reproduce --quick`, measured (2 CPU cores shared with other jobs, load ≈ 10,
-# torch 2.13): the basis of the stage lines' time estimate. Full mode has no measured total here (lm-compare alone
-# takes ≈ 25–50 min, docs/lm.md).
+# Typical seconds per section of `muonlab reproduce --quick` (BENCHMARKS.md, "time per stage"): the stage lines'
+# estimate, rescaled after each stage by how fast this machine has been. Full mode prints no estimate: its cost
+# depends on the committed sweeps found and on the machine far more than a table could say.
 QUICK_SECONDS = {"matfac": 77, "icl": 39, "quadreg": 48, "logreg": 35, "completion": 7, "lm-compare": 54, "qk-clip": 19}
 
 
@@ -140,17 +140,13 @@ def _stage_line(k: int, n: int, sec: Section, quick: bool, elapsed: float, done_
 
 def _drop_checkpoints(folder: Path) -> int:
     """Delete the trainer's checkpoints under ``folder`` (the report reads only results.json); returns bytes freed."""
-    import shutil
+    from muonlab.tasks.lm.checkpoint import remove_checkpoints
 
-    freed = 0
-    for path in list(folder.rglob("checkpoint.pt")):
-        freed += path.stat().st_size
-        path.unlink()
-    for path in list(folder.rglob("checkpoint_dcp_step*")):
-        if path.is_dir():
-            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            shutil.rmtree(path)
-    return freed
+    return remove_checkpoints(folder)
+
+
+# The command-line values an experiment gets when the report runs it (as `muonlab run` leaves them unset).
+EXPERIMENT_DEFAULTS = {"optimizers": None, "kappas": None, "steps": None, "small": False}
 
 
 def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: bool = True,
@@ -163,7 +159,7 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: 
     every experiment's arguments, e.g. ``{"steps": 20}``.
     """
     from muonlab.experiments.registry import execute
-    from muonlab.experiments.output import atomic_directory
+    from muonlab.files import atomic_directory
 
     loaded = load_sections(sections)
     results = []
@@ -179,10 +175,8 @@ def reproduce(out: str | Path, *, quick: bool = False, seed: int = 0, progress: 
             start = time.perf_counter()
             payloads = {}
             for name, settings in sec.settings(quick).items():
-                args = argparse.Namespace(optimizers=None, kappas=None, steps=None, seed=seed, quick=quick, small=False,
-                                          progress=progress)
-                for key, value in {**settings, **(overrides or {})}.items():
-                    setattr(args, key, value)
+                args = argparse.Namespace(**{**EXPERIMENT_DEFAULTS, "seed": seed, "quick": quick, "progress": progress,
+                                             **settings, **(overrides or {})})
                 sub = tmp / name
                 sub.mkdir()
                 payloads[name] = execute(name, args, sub)

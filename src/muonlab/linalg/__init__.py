@@ -1,4 +1,4 @@
-"""Layer 1: matrix functions — pure, batched functions on (..., m, n) tensors.
+"""The linalg layer: matrix functions — pure, batched functions on (..., m, n) tensors.
 
 No optimizer state and no torch.distributed here; the optimizers call these.
 """

@@ -134,10 +134,3 @@ POLAR_METHOD_REGISTRY: dict[str, PolarMethod] = {method.name: method for method 
 # "auto" stands for one of them, chosen by the input (see muonlab.linalg.polar.resolve_method).
 POLAR_METHODS = ("auto",) + tuple(POLAR_METHOD_REGISTRY)
 MATMUL_METHODS = frozenset(name for name, method in POLAR_METHOD_REGISTRY.items() if method.bf16_on_cuda)
-
-
-def get_method(name: str, parameter: str = "method") -> PolarMethod:
-    """The registry entry of a concrete method (not "auto"), or a one-line ValueError naming ``parameter``."""
-    if name not in POLAR_METHOD_REGISTRY:
-        raise ValueError(f"{parameter} must be one of {', '.join(POLAR_METHODS)}; got {name!r}")
-    return POLAR_METHOD_REGISTRY[name]

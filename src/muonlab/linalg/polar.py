@@ -53,8 +53,8 @@ from muonlab.linalg.zolo import zolo_pd
 
 # The quintic methods ("newton_schulz", "polar_express", "polar_express_gram_norm") evaluate their polynomial on the Gram
 # matrix once max(m, n)/min(m, n) reaches this: the same polynomial (equal results up to rounding)
-# for 4m²n + 34m³ flops instead of 20m²n + 10m³ at 5 steps. Measured on the project's CPUs
-# (``muonlab bench polar``): 768×3072 in ≈ 0.65× the time; square matrices are slower that way.
+# for 4m²n + 34m³ flops instead of 20m²n + 10m³ at 5 steps, fewer once the aspect ratio passes 2; square matrices
+# would pay the 34m³ for nothing (``muonlab bench polar``; BENCHMARKS.md, "Gram form for wide/tall matrices").
 GRAM_ASPECT_RATIO = 2.0
 
 

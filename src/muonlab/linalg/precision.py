@@ -1,7 +1,7 @@
 """Which dtype an iteration runs in, by device.
 
-Matmul-only iterations are cheap in bf16 on a GPU's tensor cores but ~100x slower than fp32 on a
-CPU (measured on this project's machines: fp32 ~150 GFLOP/s, bf16 ~1 GFLOP/s). So:
+Matmul-only iterations are cheap in bf16 on a GPU's tensor cores, but a CPU has no fast bf16 matmul kernels
+(far slower than fp32; BENCHMARKS.md). So:
 
 - CPU (and any non-CUDA device): at least float32; float64 inputs stay float64.
 - CUDA: the matmul iterations (Newton–Schulz, Polar Express, Gram NS) run in bfloat16, as in

@@ -19,8 +19,8 @@ noise) — and the whole schedule (a, b, c per step, QR or Cholesky, the step co
 1 − ℓ ≤ 10u) is computed on the host in float64 before touching the data. In float32 that is 4
 steps (2 QR, 2 Cholesky), in float64 6 (2 QR, 4 Cholesky). Estimating σ_min first (an
 eigenvalue solve of XᵀX per matrix, and a device-to-host copy) would save at most one QR step
-and costs more than it saves (measured on CPU: eigvalsh of a 768×768 Gram ≈ 1.4× one QR of the
-1536×768 stack).
+and costs more than it saves: the eigenvalue solve of the Gram costs more than the QR it would spare
+(BENCHMARKS.md, family).
 
 Works on a batch (B, m, n) with m ≥ n (tall orientation): every step is one batched QR or
 Cholesky call for the whole batch, no per-matrix loop.

@@ -28,32 +28,27 @@ class OptimizerSpec:
     factory: Callable[..., torch.optim.Optimizer]
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    # The language-model trainer's default peak lr (muonlab train --model tiny, batch 16 × 128), tuned by a short
-    # sweep (BENCHMARKS.md); ``defaults["lr"]`` is the starting point for small non-LM models.
-    lm_lr: float | None = None
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "muon": OptimizerSpec(Muon, {"lr": 0.02}, "Muon (Polar Express, Nesterov μ=0.95, decay 0.1) + AdamW part", lm_lr=0.02),
+    "muon": OptimizerSpec(Muon, {"lr": 0.02}, "Muon (Polar Express, Nesterov μ=0.95, decay 0.1) + AdamW part"),
     "normuon": OptimizerSpec(
         NorMuon, {"lr": 0.02}, "NorMuon: Muon's polar factor, rows normalized by a per-row 2nd moment (β₂=0.95) + AdamW part",
-        lm_lr=0.02,
     ),
     "polargrad": OptimizerSpec(
         PolarGrad, {"lr": 0.02, "momentum": 0.95}, "PolarGradM momentum-first: ‖M‖_*·polar(M), Polar Express ×5 (QDWH on fp64) + AdamW part",
-        lm_lr=0.02,
     ),
-    "simplified_muon": OptimizerSpec(SimplifiedMuon, {"lr": 0.02}, "W ← W − η·polar(G), exact polar (SVD) + AdamW part", lm_lr=0.02),
-    "msgd": OptimizerSpec(SpectralSGD, {"lr": 0.01, "p": 1.0}, "momentum SGD M ← 0.9M + G on matrices (work D: lr 5.0)", lm_lr=0.3),
-    "msgds": OptimizerSpec(SpectralSGD, {"lr": 0.05, "p": 0.5}, "Ψ_½ of momentum, matmul-only (work D: lr 0.2)", lm_lr=0.05),
-    "msgdq": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.25}, "Ψ_¼ of momentum, matmul-only (work D: lr 0.04)", lm_lr=0.02),
-    "msgdz": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.0}, "polar of momentum = Muon without Nesterov (work D: 7e-3)", lm_lr=0.02),
-    "adam": OptimizerSpec(SpectralAdam, {"lr": 1e-3, "p": 1.0}, "Adam on matrices + AdamW part (work D: lr 4e-3)", lm_lr=0.003),
-    "adams": OptimizerSpec(SpectralAdam, {"lr": 2.5e-3, "p": 0.5}, "Ψ_½ of Adam's update (work D: lr 1e-2)", lm_lr=0.01),
-    "adamq": OptimizerSpec(SpectralAdam, {"lr": 5e-3, "p": 0.25}, "Ψ_¼ of Adam's update (work D: lr 2e-2)", lm_lr=0.02),
-    "adamz": OptimizerSpec(SpectralAdam, {"lr": 0.02, "p": 0.0}, "polar of Adam's update (work D: lr 7e-3)", lm_lr=0.02),
-    "adamw": OptimizerSpec(torch.optim.AdamW, {"lr": 1e-3}, "torch.optim.AdamW on every parameter", lm_lr=0.003),
-    "sgd": OptimizerSpec(torch.optim.SGD, {"lr": 1e-2}, "torch.optim.SGD on every parameter (momentum 0 by default)", lm_lr=0.1),
+    "simplified_muon": OptimizerSpec(SimplifiedMuon, {"lr": 0.02}, "W ← W − η·polar(G), exact polar (SVD) + AdamW part"),
+    "msgd": OptimizerSpec(SpectralSGD, {"lr": 0.01, "p": 1.0}, "momentum SGD M ← 0.9M + G on matrices (work D: lr 5.0)"),
+    "msgds": OptimizerSpec(SpectralSGD, {"lr": 0.05, "p": 0.5}, "Ψ_½ of momentum, matmul-only (work D: lr 0.2)"),
+    "msgdq": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.25}, "Ψ_¼ of momentum, matmul-only (work D: lr 0.04)"),
+    "msgdz": OptimizerSpec(SpectralSGD, {"lr": 0.02, "p": 0.0}, "polar of momentum = Muon without Nesterov (work D: 7e-3)"),
+    "adam": OptimizerSpec(SpectralAdam, {"lr": 1e-3, "p": 1.0}, "Adam on matrices + AdamW part (work D: lr 4e-3)"),
+    "adams": OptimizerSpec(SpectralAdam, {"lr": 2.5e-3, "p": 0.5}, "Ψ_½ of Adam's update (work D: lr 1e-2)"),
+    "adamq": OptimizerSpec(SpectralAdam, {"lr": 5e-3, "p": 0.25}, "Ψ_¼ of Adam's update (work D: lr 2e-2)"),
+    "adamz": OptimizerSpec(SpectralAdam, {"lr": 0.02, "p": 0.0}, "polar of Adam's update (work D: lr 7e-3)"),
+    "adamw": OptimizerSpec(torch.optim.AdamW, {"lr": 1e-3}, "torch.optim.AdamW on every parameter"),
+    "sgd": OptimizerSpec(torch.optim.SGD, {"lr": 1e-2}, "torch.optim.SGD on every parameter (momentum 0 by default)"),
 }
 
 _TORCH_ONLY = ("adamw", "sgd")

@@ -20,7 +20,6 @@ K_xx = W_KQ[:d, :d]). Its loss is a large-batch Monte-Carlo loss (autograd gradi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

@@ -33,6 +33,20 @@ SHARDED_PREFIX = "checkpoint_dcp_step"   # FSDP2: the shards of step s are in ou
 COMPILED_PREFIX = "_orig_mod."           # what a torch.compile(model) wrapper puts before every state_dict key
 
 
+def remove_checkpoints(folder: Path) -> int:
+    """Delete every run's checkpoint files under ``folder`` (``checkpoint.pt`` and FSDP2 shard folders, at any depth),
+    for callers that keep only the results; returns the bytes freed."""
+    freed = 0
+    for path in list(folder.rglob(CHECKPOINT_NAME)):
+        freed += path.stat().st_size
+        path.unlink()
+    for path in list(folder.rglob(f"{SHARDED_PREFIX}*")):
+        if path.is_dir():
+            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            shutil.rmtree(path)
+    return freed
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Atomic: write to a temporary file in the same folder, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,105 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import typing
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from muonlab.tasks.lm.model import PRESETS
-    from muonlab.tasks.lm.train import DEFAULT_LR, TrainConfig
-
-    d = TrainConfig()
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=None,
-                   help="text file, directory, or hf:NAME[:CONFIG] (default: the Python standard library's sources)")
-    g.add_argument("--tokenizer", choices=("byte", "bpe"), default=d.tokenizer,
-                   help="byte (257 symbols) or bpe (trained on the training split) (default: %(default)s)")
-    g.add_argument("--vocab-size", type=int, default=d.vocab_size,
-                   help="BPE vocabulary size; ignored with --tokenizer byte (default: %(default)s)")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="share of the documents held out for validation (default: %(default)s)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, choices=sorted(PRESETS), metavar="{" + ",".join(PRESETS) + "}",
-                   help="size preset: micro (tests), tiny 4x128, small 6x384, medium 8x512, gpt2 12x768 "
-                        "(default: %(default)s)")
-    g.add_argument("--attention", choices=("mha", "gqa", "mla"), default=d.attention,
-                   help="multi-head, grouped-query, or multi-head latent attention (default: %(default)s)")
-    g.add_argument("--n-kv-head", type=int, default=None, help="GQA key/value heads (default: n_head/2)")
-    g.add_argument("--qk-norm", action="store_true", help="RMS-normalize queries and keys (default: off)")
-    g.add_argument("--untied", action="store_true", help="separate output head (default: tied to the embedding)")
-    g.add_argument("--block-size", type=int, default=None, help="context length in tokens (default: the preset's)")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--optimizer", default=d.optimizer, metavar="NAME",
-                   help=f"one of {', '.join(DEFAULT_LR)}; adamw/sgd are torch's on every parameter, the others "
-                        f"give hidden matrices their rule and the rest AdamW (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=None,
-                   help="peak lr of the matrix parameters (default: tuned per optimizer: "
-                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    g.add_argument("--aux-lr", type=float, default=d.aux_lr,
-                   help="AdamW lr of embeddings, head and vectors under a matrix optimizer (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decoupled weight decay (default: %(default)s)")
-    g.add_argument("--cautious-wd", action="store_true",
-                   help="cautious weight decay (arXiv 2510.12402) for the spectral optimizers: decay only the entries "
-                        "where the weight and its update share a sign; needs --weight-decay > 0 to matter (default: off)")
-    g.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip,
-                   help="clip the global gradient norm to this; 0 disables (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="sequences per step (per rank with --parallel) (default: %(default)s)")
-    g.add_argument("--steps", type=int, default=d.steps,
-                   help="optimizer steps; the lr warms up, then follows a cosine to 10%% of its peak at the last step. "
-                        "With --resume it may differ from the checkpoint's: the schedule is a function of "
-                        "(step, --steps), so a new total recomputes the cosine and the run continues on it from the "
-                        "checkpoint's step (the log prints the lr before and after); only the same --steps is an "
-                        "exact resume (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of the initialization and the batches (default: %(default)s)")
-    g.add_argument("--qk-clip", type=float, default=None, metavar="TAU",
-                   help="QK-Clip threshold tau on each head's max attention logit (default: no clipping)")
-    g.add_argument("--no-record-logits", action="store_true",
-                   help="skip measuring max attention logits after each step (saves one forward; default: measured)")
-    g = p.add_argument_group("run")
-    g.add_argument("--eval-every", type=int, default=None,
-                   help="validation every N steps and at the end (default: --steps/10 clamped to 1..50, so "
-                        "even a short run draws a validation curve)")
-    g.add_argument("--eval-batches", type=int, default=d.eval_batches,
-                   help="fixed validation batches per evaluation (default: %(default)s)")
-    g.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
-                   help="write OUT/checkpoint.pt every N steps; also at the end and on Ctrl-C (default: %(default)s)")
-    g.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N, or auto = cuda if available (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads; on a machine shared with other jobs, 1 is often several times faster "
-                        "(default: torch's)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (and a fused AdamW step on CUDA); meant for CUDA: on CPU it gains "
-                        "~10%% per step after minutes of first-time compilation (BENCHMARKS.md) (default: off)")
-    g.add_argument("--parallel", choices=("none", "ddp", "fsdp"), default=d.parallel,
-                   help="data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, "
-                        "nccl on CUDA (default: %(default)s)")
-    g.add_argument("--out", default=d.out,
-                   help="output folder: checkpoint.pt, results.json, loss.png, max_logit.png; checked before "
-                        "training starts (default: %(default)s)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt with the same flags (--steps may grow; see --steps) "
-                        "(default: a fresh run, which refuses an OUT that holds a checkpoint)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar)")
+def _option_type(config: type, field) -> type:
+    """The argparse type of a TrainConfig field: its annotation without ``| None``."""
+    hint = typing.get_type_hints(config)[field.name]
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    return kinds[0]
 
 
-def config_from_args(args: argparse.Namespace):
-    from muonlab.tasks.lm.train import TrainConfig
+def add_arguments(p: argparse.ArgumentParser, config: type | None = None) -> None:
+    """One option per field of ``config`` (default :class:`TrainConfig`) that declares one (``option(...)`` in
+    config.py), in its group, with the field's default: the dataclass is the one list of the trainer's settings."""
+    if config is None:
+        from muonlab.tasks.lm.train import TrainConfig as config
 
-    return TrainConfig(
-        data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, val_fraction=args.val_fraction,
-        model=args.model, attention=args.attention, n_kv_head=args.n_kv_head, qk_norm=args.qk_norm,
-        tie_embeddings=not args.untied, block_size=args.block_size, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
-        cautious_wd=args.cautious_wd,
-        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
-        eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
-        qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,
-        compile=args.compile,
-        out=args.out, parallel=args.parallel,
-        resume=args.resume, progress=not args.no_progress,
-    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(config):
+        spec = field.metadata.get("cli")
+        if spec is None:
+            continue
+        group = groups.get(spec["group"]) or groups.setdefault(spec["group"], p.add_argument_group(spec["group"]))
+        flag = spec["flag"] or "--" + field.name.replace("_", "-")
+        kind = _option_type(config, field)
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action="store_false" if spec["negate"] else "store_true",
+                               help=spec["help"])
+            continue
+        extra = {k: spec[k] for k in ("choices", "metavar") if spec[k] is not None}
+        if spec["choices"] is not None and spec["aliases"]:
+            extra["choices"] = (*spec["choices"], *spec["aliases"])
+        group.add_argument(flag, dest=field.name, type=kind, default=field.default, help=spec["help"], **extra)
+
+
+def config_from_args(args: argparse.Namespace, config: type | None = None):
+    """The ``config`` (default TrainConfig) of parsed ``muonlab train`` options: each option's value, an alias
+    replaced by what it stands for; fields without an option keep their defaults."""
+    if config is None:
+        from muonlab.tasks.lm.train import TrainConfig as config
+
+    values = {}
+    for field in dataclasses.fields(config):
+        spec = field.metadata.get("cli")
+        if spec is not None:
+            value = getattr(args, field.name)
+            values[field.name] = spec["aliases"].get(value, value) if isinstance(value, str) else value
+    return config(**values)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -150,7 +150,7 @@ def split_documents(docs: list[tuple[str, str]], val_fraction: float) -> tuple[l
 class ByteTokenizer:
     """UTF-8 bytes 0..255, and 256 = end of document."""
 
-    kind = "byte"
+    name = "byte"
     vocab_size = 257
     eot = 256
 
@@ -168,7 +168,7 @@ class ByteTokenizer:
 class BPETokenizer:
     """Byte-level BPE from ``tokenizers``, trained on the training split; ``<|eot|>`` ends documents."""
 
-    kind = "bpe"
+    name = "bpe"
 
     def __init__(self, tokenizer):
         self._tok = tokenizer

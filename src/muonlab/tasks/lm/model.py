@@ -96,16 +96,23 @@ class GPTConfig:
 # Presets: sizes only; vocab_size comes from the tokenizer.
 PRESETS: dict[str, dict] = {
     "micro": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),      # tests / quick experiments
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),     # hundreds of steps/min on 2 CPU cores
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),     # CPU-sized: the LM lab's default
     "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
     "medium": dict(n_layer=8, n_head=8, n_embd=512, block_size=512),
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),  # GPT-2 124M (with a 50k BPE vocab)
 }
 
 
+def preset_problem(name: str | None) -> str | None:
+    """What is wrong with a ``--model`` value (it must name a preset), or None; the one check every command uses."""
+    if name is None or name in PRESETS:
+        return None
+    return f"--model: unknown model {name!r}; expected one of {', '.join(PRESETS)}"
+
+
 def preset_config(name: str, **overrides) -> GPTConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PRESETS)}")
+        raise ValueError(preset_problem(name))
     kw = dict(PRESETS[name])
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return GPTConfig(**kw).resolved()

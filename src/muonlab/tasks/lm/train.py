@@ -4,7 +4,8 @@ The pieces are separate functions so that a distributed wrapper can swap any one
 ``build_model(cfg, vocab_size)``, ``build_optimizer(cfg, model)``, ``train_step(...)``, ``evaluate(...)``;
 ``train(cfg)`` strings them together and writes ``cfg.out/results.json``, plots and ``checkpoint.pt``. Beside it:
 ``schedule.py`` (the lr schedule), ``history.py`` (the recorded curves, the results and plots made from them),
-``checkpoint.py`` (saving, refusing and resuming checkpoints); this module re-exports the names callers import.
+``config.py`` (:class:`TrainConfig`, the default lrs), ``checkpoint.py`` (saving, refusing and resuming checkpoints);
+this module re-exports the names callers import.
 
 Exact resume: batches are a pure function of (seed, step) (see data.py), the lr is a pure function of the step,
 and the checkpoint holds the model, the optimizer state and the history; so a run stopped at step t and resumed
@@ -17,119 +18,25 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from muonlab.jsonio import write_json
-from muonlab.optim.registry import OPTIMIZERS
+from muonlab.devices import resolve_device
+from muonlab.files import OutputError, prepare_directory, write_json
 from muonlab.tasks.lm.checkpoint import (COMPILED_PREFIX, Checkpointer, load_checkpoint, save_checkpoint,
                                          uncompiled_state_dict)
+from muonlab.tasks.lm.config import ADAMW_AUX_LR, DEFAULT_LR, NON_TRAJECTORY_FIELDS, TrainConfig, auto_eval_every
 from muonlab.tasks.lm.data import BatchSampler, DataError, TokenData, eval_batches, prepare_data
 from muonlab.tasks.lm.errors import TrainError
 from muonlab.tasks.lm.history import History, plot_results, summarize
-from muonlab.tasks.lm.model import GPT, PRESETS, preset_config
+from muonlab.tasks.lm.model import GPT, preset_config
 from muonlab.tasks.lm.schedule import lr_multiplier, set_lr
 
-# Default peak learning rates at --model tiny, batch 16 x 128 (the lr of the matrix parameters; embeddings,
-# head and vectors ride on AdamW at ADAMW_AUX_LR): the registry's ``lm_lr`` of each optimizer, its one source.
-DEFAULT_LR: dict[str, float] = {name: spec.lm_lr for name, spec in OPTIMIZERS.items() if spec.lm_lr is not None}
-ADAMW_AUX_LR = 3e-3
-# Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
-# (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
-NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
-
-
-@dataclass
-class TrainConfig:
-    data: str | None = None            # path, hf:NAME, or None for the stdlib corpus
-    tokenizer: str = "byte"
-    vocab_size: int = 4096             # BPE only
-    val_fraction: float = 0.05
-    model: str = "tiny"
-    attention: str = "mha"
-    n_kv_head: int | None = None
-    qk_norm: bool = False
-    tie_embeddings: bool = True
-    block_size: int | None = None      # None: the preset's
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr: float | None = None            # None: DEFAULT_LR[optimizer]
-    aux_lr: float = ADAMW_AUX_LR       # AdamW lr for embeddings, head and vectors under a matrix optimizer
-    weight_decay: float = 0.0
-    cautious_wd: bool = False          # spectral optimizers: decay only where W and the update agree in sign
-    warmup_steps: int | None = None    # None: 5% of steps
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    steps: int = 500
-    seed: int = 0
-    eval_every: int | None = None      # None: auto_eval_every(steps), about 10 evaluations per run, at most every 50
-    eval_batches: int = 8
-    ckpt_every: int = 100
-    qk_clip: float | None = None       # τ; None: no clipping
-    record_logits: bool = True
-    device: str = "auto"
-    threads: int | None = None         # CPU threads (torch.set_num_threads); 1 is fastest on a busy machine
-    compile: bool = False              # torch.compile the training forward/backward (see compile_for_training)
-    out: str = "runs/lm"
-    parallel: str = "none"             # none | ddp | fsdp (launch with torchrun); batch_size is per rank
-    resume: bool = False
-    progress: bool = True
-
-    def validate(self) -> "TrainConfig":
-        if self.model not in PRESETS:
-            raise TrainError(f"--model: unknown model {self.model!r}; expected one of {sorted(PRESETS)}")
-        if self.attention not in ("mha", "gqa", "mla"):
-            raise TrainError(f"--attention must be mha, gqa or mla, got {self.attention!r}")
-        known = set(DEFAULT_LR)
-        if self.optimizer not in known:
-            raise TrainError(f"--optimizer: unknown optimizer {self.optimizer!r}; expected one of {sorted(known)}")
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "ckpt_every"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.cautious_wd and self.optimizer in ("adamw", "sgd"):
-            raise TrainError(f"--cautious-wd applies to the spectral optimizers, not --optimizer {self.optimizer}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise TrainError(f"--lr must be a positive number, got {self.lr}")
-        if self.qk_clip is not None and not (math.isfinite(self.qk_clip) and self.qk_clip > 0):
-            raise TrainError(f"--qk-clip must be a positive number (tau), got {self.qk_clip}")
-        if self.parallel not in ("none", "ddp", "fsdp"):
-            raise TrainError(f"--parallel must be none, ddp or fsdp, got {self.parallel!r}")
-        if self.parallel != "none" and self.qk_clip is not None:
-            raise TrainError("--qk-clip with --parallel is not supported yet: each rank would clip from its own "
-                             "batch's logits; run QK-Clip experiments with --parallel none")
-        if self.grad_clip < 0:
-            raise TrainError(f"--grad-clip must be >= 0 (0 disables), got {self.grad_clip}")
-        return self
-
-    @property
-    def eval_interval(self) -> int:
-        return self.eval_every if self.eval_every is not None else auto_eval_every(self.steps)
-
-    @property
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def trajectory_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in NON_TRAJECTORY_FIELDS}
-
-
-def auto_eval_every(steps: int) -> int:
-    """Evaluate about 10 times per run (so even a 30-step run draws a validation curve), at most every 50 steps."""
-    return max(1, min(50, steps // 10))
-
-
 # ---------------------------------------------------------------------------------------------- pieces
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU (bf16 matmul is ~100x slower there)."""
+    """bf16 autocast on CUDA; fp32 on CPU (bf16 matmuls have no fast kernels there)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -270,7 +177,6 @@ def train(cfg: TrainConfig, on_step: Callable[[int, float], None] | None = None,
     process per rank under ``torchrun`` (see :mod:`muonlab.distributed.parallel`); rank 0 writes the files."""
     cfg.validate()
     from muonlab.distributed.parallel import setup_parallel
-    from muonlab.experiments.output import OutputError, prepare_directory
 
     try:  # before any work: a bad --out fails in one line, not after training
         prepare_directory(cfg.out)
@@ -349,7 +255,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     steady = step_times[min(3, len(step_times) // 2):]
     results["tokens_per_s_steady"] = tokens_per_step * len(steady) / sum(steady) if sum(steady) > 0 else None
     results["diverged"] = diverged
-    results["parallel"] = {"kind": par.kind, "world_size": par.world_size}
+    results["parallel"] = {"strategy": par.kind, "world_size": par.world_size}
     if par.is_main:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -411,11 +317,7 @@ class _Progress:
             self.bar.close()
 
 
-def config_from_dict(d: dict) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in known})
-
-
-__all__ = ["TrainConfig", "TrainError", "DataError", "DEFAULT_LR", "build_model", "build_optimizer", "train_step",
+__all__ = ["TrainConfig", "TrainError", "DataError", "DEFAULT_LR", "ADAMW_AUX_LR", "NON_TRAJECTORY_FIELDS",
+           "auto_eval_every", "build_model", "build_optimizer", "train_step",
            "evaluate", "train", "lr_multiplier", "set_lr", "save_checkpoint", "load_checkpoint", "uncompiled_state_dict",
            "COMPILED_PREFIX", "History", "summarize", "plot_results"]

@@ -1,16 +1,57 @@
-"""Atomic result directories: write everything into a fresh temporary sibling, then rename it into place.
+"""Files the lab writes, all atomically: JSON results and result folders (a leaf: it imports nothing from muonlab).
 
-An interrupted or failed run removes its temporary directory, so ``DIR`` either holds a complete result set
-(results.json + plots) or is left as it was.
+- :func:`write_json`: a temporary file in the same folder, then ``os.replace``, so a reader never sees a half-written
+  file and an interrupted run leaves the previous file as it was. JSON has no NaN or infinity: non-finite floats
+  become ``null``; keys become strings; anything else JSON cannot hold (a torch dtype, a path) is written as its
+  ``str``.
+- :func:`atomic_directory`: everything is written into a fresh temporary sibling, then renamed into place; an
+  interrupted or failed run removes it, so ``DIR`` either holds a complete result set (results.json + plots) or is
+  left as it was.
+- :func:`prepare_directory`, :func:`prepare_file`: check before any work that ``--out`` can be written, so that a bad
+  one fails in one line (:class:`OutputError`) instead of after the run.
+
+Every layer that writes results (the trainer, the benchmarks, the experiments) uses this one module.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+__all__ = ["OutputError", "atomic_directory", "check_writable", "json_safe", "prepare_directory", "prepare_file",
+           "write_json"]
+
+
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None and every dict key made a string (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, payload) -> None:
+    """Write ``json_safe(payload)`` to ``path`` atomically, creating the folder if needed (indent 1, final newline)."""
+    path = Path(path)
+    path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    # open(), not mkstemp: the file gets the ordinary permissions (umask), like any file the user writes
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(json_safe(payload), handle, indent=1, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class OutputError(Exception):
