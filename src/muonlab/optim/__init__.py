@@ -1,4 +1,4 @@
-"""Layer 2: spectral optimizers (torch.optim.Optimizer subclasses) and parameter routing.
+"""The optim layer: spectral optimizers (torch.optim.Optimizer subclasses) and parameter routing.
 
 - :class:`Muon`: drop-in for torch.optim.Muon that takes a whole model (AdamW part built in);
 - :class:`NorMuon`: Muon with per-neuron (row) second-moment normalization (arXiv 2510.05491);
