@@ -9,12 +9,12 @@ decision carries the name of the rule that made it (the "why" column of :func:`e
 2. ``vector``: fewer than 2 dimensions → ``"vector"`` (biases, norm gains, scalars);
 3. ``tied``: a weight shared by an embedding and another module (tied input/output) → ``"head"``;
 4. ``embedding``: owned by ``nn.Embedding``/``nn.EmbeddingBag`` → ``"embedding"``;
-5. ``named_head``: owned by a module named like a head (``head_names``, or ending in ``_head``) → ``"head"``;
-6. ``embedding_role``: a parameter held directly by a module that is not a layer (not a Linear, conv, embedding,
+5. ``embedding_role``: a parameter held directly by a module that is not a layer (not a Linear, conv, embedding,
    transposed linear or ``nn.MultiheadAttention``) that is a lookup table or a learned token by its role: a leading
    unit dimension (ViT's ``cls_token`` 1×1×D, ``pos_embed`` 1×N×D, register tokens, learned queries 1×Q×D) or an
    attribute name saying so (:data:`EMBEDDING_ROLE_WORDS`: Swin's ``relative_position_bias_table``, Perceiver's
-   ``latents``) → ``"embedding"``;
+   ``latents``, SigLIP's attention-pooling ``probe``) → ``"embedding"``;
+6. ``named_head``: owned by a module named like a head (``head_names``, or ending in ``_head``) → ``"head"``;
 7. ``depthwise``: a conv filter with one input channel per group (``groups == in_channels > 1``, shape (out, 1, k…)):
    each output channel has its own k×k filter, so the flattened (out, k²) matrix couples filters that never meet in
    the forward pass → ``"vector"`` (AdamW, per entry);
@@ -29,12 +29,13 @@ decision carries the name of the rule that made it (the "why" column of :func:`e
    output head, routers included, and timm's rules do the same for any router of ≥ 4 experts. Pass
    ``router_kind="head"`` to give routers the AdamW part instead (a router is a small classifier over experts);
    one-row gates (Qwen2-MoE's ``shared_expert_gate``) are degenerate (rule 8) either way;
-10. ``guessed_head`` (only when no parameter is a head by rules 1, 3 or 5, and ``guess_head=True``): the weight of the
+10. ``guessed_head`` (only when no parameter is a head by rules 1, 3 or 6, and ``guess_head=True``): the weight of the
     *last* ``nn.Linear`` in registration order → ``"head"`` when either
     a. it maps an embedding's width back to that embedding's rows (``in_features == embedding_dim`` and
        ``out_features == num_embeddings != embedding_dim``: a vocabulary projection, untied), or
     b. no other ``nn.Linear`` takes ``out_features`` inputs (its output feeds no further linear layer: the logits of
-       ``nn.Sequential(..., nn.Linear(128, 10))``);
+       ``nn.Sequential(..., nn.Linear(128, 10))``) and none other produces that many outputs (two towers ending in
+       projections of one width, CLIP's, have no single output layer to guess);
 11. ``conv``: a conv filter → ``"matrix"``, flattened to (out, in·k…);
 12. ``stack``: other ≥ 3-D tensors → ``"matrix"``, a batch of their last two dims (``stack_layout``);
 13. ``matrix``: other 2-D → ``"matrix"`` (hidden layer).
@@ -47,7 +48,7 @@ Modifiers that apply on top of a matrix decision (also in :data:`RULES`, also na
   ``num_heads`` cut output features, NorMuon normalizes output rows (group key ``"transposed": True``);
 - ``fused``: a fused projection whose parts are separate layers elsewhere is orthogonalized as its parts
   (``split_sizes`` in equal sections, :data:`FUSED_PROJECTIONS`): GPT-2's ``c_attn`` and timm's ``qkv`` (Q, K, V: out =
-  3·in), ``gate_up_proj`` (gate and up halves of a gated MLP, e.g. transformers' MoE expert stacks) — so that a
+  3·in), ``nn.MultiheadAttention``'s ``in_proj_weight``, ``gate_up_proj`` (gate and up halves of a gated MLP, e.g. transformers' MoE expert stacks) — so that a
   fused model trains as its unfused twin (Llama's separate ``q_proj``/``k_proj``/``v_proj``);
 - ``no_weight_decay``: names listed by the model's own ``no_weight_decay()`` (timm's convention: ``pos_embed``,
   ``cls_token``, …) get weight decay 0 in whichever part they land (``weight_decay``/``adamw_weight_decay`` of their
@@ -86,7 +87,7 @@ HEAD_NAMES = ("head", "lm_head", "classifier", "output_layer")
 EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
 
 # The rules that can be switched off (``disable=``), in the order they are tried; see the module docstring.
-RULES = ("tied", "embedding", "named_head", "embedding_role", "depthwise", "degenerate", "router", "guessed_head",
+RULES = ("tied", "embedding", "embedding_role", "named_head", "depthwise", "degenerate", "router", "guessed_head",
          "transposed", "fused", "no_weight_decay")
 
 # timm's thresholds for a matrix worth orthogonalizing (timm/optim/muon.py, _is_suitable_for_muon).
@@ -100,8 +101,9 @@ EMBEDDING_ROLE_WORDS = ("token", "embed", "pos", "table", "quer", "latent", "reg
 ROUTER_NAMES = ("gate", "router", "shared_expert_gate")
 
 # name of a fused projection → (number of equal sections, how many times the input width its outputs must be, or
-# None for any width): Q/K/V of GPT-2's c_attn and timm's qkv, gate/up of a gated MLP (transformers' gate_up_proj).
-FUSED_PROJECTIONS = {"c_attn": (3, 3), "qkv": (3, 3), "gate_up_proj": (2, None)}
+# None for any width): Q/K/V of GPT-2's c_attn, timm's qkv and nn.MultiheadAttention's in_proj_weight, gate/up of a
+# gated MLP (transformers' gate_up_proj).
+FUSED_PROJECTIONS = {"c_attn": (3, 3), "qkv": (3, 3), "in_proj_weight": (3, 3), "gate_up_proj": (2, None)}
 
 
 @dataclass
@@ -294,11 +296,6 @@ def _route_one(name, p, mods, names, ctx: _Context) -> Route:
         return Route(name, p, "head", f"weight tied: shared by embedding {embeds[0]!r} and {others[0]!r}", rules=("tied",))
     if embeds and on("embedding"):
         return Route(name, p, "embedding", f"weight of {type(mods[0][1]).__name__} {embeds[0]!r}", rules=("embedding",))
-    if on("named_head"):
-        for mod_name, _ in mods:
-            last = mod_name.rsplit(".", 1)[-1]
-            if last in ctx.head_names or last.endswith("_head"):
-                return Route(name, p, "head", f"module named {last!r} (an output head)", rules=("named_head",))
     if on("embedding_role") and mods and not any(_is_layer(m) for _, m in mods):
         attribute = name.rsplit(".", 1)[-1]
         owner = type(mods[0][1]).__name__
@@ -310,6 +307,11 @@ def _route_one(name, p, mods, names, ctx: _Context) -> Route:
         if word is not None:
             return Route(name, p, "embedding", f"held by {owner}, named {attribute!r} ({word!r}: a lookup table "
                          "or learned tokens)", rules=("embedding_role",))
+    if on("named_head"):
+        for mod_name, _ in mods:
+            last = mod_name.rsplit(".", 1)[-1]
+            if last in ctx.head_names or last.endswith("_head"):
+                return Route(name, p, "head", f"module named {last!r} (an output head)", rules=("named_head",))
     if on("depthwise") and conv:
         module = next(m for _, m in mods if isinstance(m, nn.modules.conv._ConvNd))
         if module.groups > 1 and module.groups == module.in_channels:
@@ -393,7 +395,7 @@ def _guess_output_layer(model: nn.Module) -> tuple[torch.Tensor, str] | None:
     if (last.in_features, last.out_features) in tables and last.in_features != last.out_features:
         return last.weight, (f"{what} maps the embedding's width {last.in_features} to its {last.out_features} rows "
                              "(a vocabulary projection)")
-    if all(m.in_features != last.out_features for _, m in linears[:-1]):
+    if all(m.in_features != last.out_features and m.out_features != last.out_features for _, m in linears[:-1]):
         return last.weight, f"{what}, its {last.out_features} outputs feed no other Linear"
     return None
 

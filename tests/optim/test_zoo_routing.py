@@ -1,0 +1,40 @@
+"""The routing of every parameter of 17 real architectures (transformers configs at tiny sizes, no downloads) against
+the reviewed table tests/optim/zoo_routing.json (how to regenerate it: tests/optim/zoo_models.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import muonlab  # noqa: E402
+from tests.optim import zoo_models  # noqa: E402
+
+TABLE = json.loads(zoo_models.TABLE.read_text())
+
+
+def test_the_zoo_covers_at_least_15_architectures_of_every_family():
+    assert len(TABLE) >= 15
+    assert {"gpt2", "llama", "mixtral", "deepseek_v3", "bert", "t5", "vit", "convnext", "resnet", "swin", "clip",
+            "whisper"} <= set(TABLE)
+    assert set(TABLE) == set(zoo_models._builders())
+
+
+@pytest.mark.parametrize("arch", list(TABLE))
+def test_every_parameter_is_routed_as_the_table_says(arch):
+    model = zoo_models.build(arch)
+    rows = zoo_models.routing_rows(model)
+    assert list(rows) == list(TABLE[arch]), "parameters added or missing: regenerate and review the table"
+    wrong = {name: (rows[name], want) for name, want in TABLE[arch].items() if rows[name] != want}
+    assert not wrong, wrong
+    # explain names the deciding rule on every parameter's line
+    lines = muonlab.explain(model, file=None).splitlines()[2:]
+    for line, (name, (_, _, rules, _)) in zip(lines, rows.items()):
+        assert line.startswith(name + " ") and f" {rules.split('+')[0]}: " in line, line
+
+
+def test_the_zoo_table_exercises_every_rule():
+    used = {rule for rows in TABLE.values() for (_, _, rules, _) in rows.values() for rule in rules.split("+")}
+    assert set(muonlab.optim.routing.RULES) - {"no_weight_decay"} <= used   # no_weight_decay: timm models only
