@@ -1,5 +1,6 @@
 """muonlab: spectral (matrix-aware) optimizers and the lab that tests them."""
 
+from muonlab.integrations import hf_optimizer, peak_lrs
 from muonlab.linalg import nuclear_norm, polar, spectral_power
 from muonlab.optim import (
     OPTIMIZERS,
@@ -28,9 +29,11 @@ __all__ = [
     "SpectralSGD",
     "__version__",
     "explain",
+    "hf_optimizer",
     "make_optimizer",
     "nuclear_norm",
     "param_groups",
+    "peak_lrs",
     "polar",
     "spectral_power",
 ]

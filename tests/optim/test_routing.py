@@ -48,7 +48,7 @@ def test_tied_weight_is_a_head_and_listed_once():
     model = TinyNet(tie=True)
     routes = route(model)
     tied = [r for r in routes if r.param is model.emb.weight]
-    assert len(tied) == 1 and tied[0].kind == "head" and tied[0].rule == "tied"
+    assert len(tied) == 1 and tied[0].kind == "head" and tied[0].criterion == "tied"
     groups = param_groups(model)
     flat = [p for g in groups for p in g["params"]]
     assert len(flat) == len(set(map(id, flat))) == len(list(model.parameters()))
@@ -170,7 +170,7 @@ def test_explain_marks_guessed_routes_and_says_how_to_override_them():
     assert "guessed" not in muonlab.explain(TinyNet(), file=None)
 
 
-# ---------------------------------------------------------------- rules from the model (docs/routing.md)
+# ---------------------------------------------------------------- routing criteria from the model (docs/routing.md)
 class Conv1D(nn.Module):
     """A transposed linear as Hugging Face stores it: weight (nx, nf) = (in, out)."""
 
@@ -195,7 +195,7 @@ class Tokens(nn.Module):
 
 
 class Zoo(nn.Module):
-    """One of each shape the rules are about."""
+    """One of each shape the criteria are about."""
 
     def __init__(self, dim=16):
         super().__init__()
@@ -220,7 +220,7 @@ def _routes(model, **kw):
     return {r.name: r for r in route(model, **kw)}
 
 
-def test_every_rule_of_the_model_is_named_in_the_route():
+def test_every_criterion_of_the_model_is_named_in_the_route():
     r = _routes(Zoo())
     want = {
         "tokens.cls_token": ("embedding", ("embedding_role", "no_weight_decay")),
@@ -240,32 +240,32 @@ def test_every_rule_of_the_model_is_named_in_the_route():
         "qkv.weight": ("matrix", ("matrix", "fused")),
         "head.weight": ("head", ("named_head",)),
     }
-    assert {n: (x.kind, x.rules) for n, x in r.items() if n in want} == want
+    assert {n: (x.kind, x.criteria) for n, x in r.items() if n in want} == want
     assert r["c_attn.weight"].options == {"transposed": True, "split_sizes": (16, 16, 16), "no_weight_decay": True}
     assert "(48, 16) matrix it is" in r["c_attn.weight"].reason
     assert r["qkv.weight"].options["split_sizes"] == (16, 16, 16)
     assert "smaller side 2 < 4" in r["seq_relationship.weight"].reason
     assert "aspect ratio 200 > 128" in r["thin.weight"].reason
     text = muonlab.explain(Zoo(), file=None)
-    for name, (_, rules) in want.items():
+    for name, (_, criteria) in want.items():
         line = next(line for line in text.splitlines() if line.startswith(name + " "))
-        assert f" {rules[0]}: " in line, line
+        assert f" {criteria[0]}: " in line, line
 
 
-def test_rules_switch_off_one_by_one():
-    for rule, name, kind in [("embedding_role", "tokens.cls_token", "vector"),   # then: degenerate (1×16)
-                             ("depthwise", "dwconv.weight", "matrix"),
-                             ("degenerate", "seq_relationship.weight", "matrix"),
-                             ("router", "gate.weight", "matrix"),
-                             ("named_head", "head.weight", "head")]:      # then: the guessed output layer
+def test_criteria_switch_off_one_by_one():
+    for criterion, name, kind in [("embedding_role", "tokens.cls_token", "vector"),   # then: degenerate (1×16)
+                                  ("depthwise", "dwconv.weight", "matrix"),
+                                  ("degenerate", "seq_relationship.weight", "matrix"),
+                                  ("router", "gate.weight", "matrix"),
+                                  ("named_head", "head.weight", "head")]:      # then: the guessed output layer
         before = _routes(Zoo())[name]
-        after = _routes(Zoo(), disable=(rule,))[name]
-        assert rule in before.rules and rule not in after.rules and after.kind == kind, (rule, after)
+        after = _routes(Zoo(), disable=(criterion,))[name]
+        assert criterion in before.criteria and criterion not in after.criteria and after.kind == kind, after
     assert _routes(Zoo(), disable=("named_head", "guessed_head"))["head.weight"].kind == "matrix"
     off = _routes(Zoo(), disable=("transposed", "fused", "no_weight_decay"))
-    assert off["c_attn.weight"].options == {} and off["c_attn.weight"].rules == ("matrix",)
-    assert off["tokens.cls_token"].rules == ("embedding_role",)
-    with pytest.raises(ValueError, match="disable must name rules"):
+    assert off["c_attn.weight"].options == {} and off["c_attn.weight"].criteria == ("matrix",)
+    assert off["tokens.cls_token"].criteria == ("embedding_role",)
+    with pytest.raises(ValueError, match="disable must name criteria"):
         route(Zoo(), disable=("degenrate",))
 
 
@@ -282,7 +282,7 @@ def test_routers_follow_router_kind_and_the_thresholds_are_settable():
 def test_user_heads_replace_a_fused_split():
     r = _routes(Zoo(), heads={"c_attn.weight": {"split_sizes": (16, 16, 16), "num_heads": 4}})["c_attn.weight"]
     assert r.options == {"transposed": True, "split_sizes": (16, 16, 16), "num_heads": 4, "no_weight_decay": True}
-    assert "fused" not in r.rules and "heads" in r.rules
+    assert "fused" not in r.criteria and "heads" in r.criteria
 
 
 def test_no_weight_decay_names_get_zero_decay_in_their_part():

@@ -29,12 +29,12 @@ def test_every_parameter_is_routed_as_the_table_says(arch):
     assert list(rows) == list(TABLE[arch]), "parameters added or missing: regenerate and review the table"
     wrong = {name: (rows[name], want) for name, want in TABLE[arch].items() if rows[name] != want}
     assert not wrong, wrong
-    # explain names the deciding rule on every parameter's line
+    # explain names the deciding criterion on every parameter's line
     lines = muonlab.explain(model, file=None).splitlines()[2:]
-    for line, (name, (_, _, rules, _)) in zip(lines, rows.items()):
-        assert line.startswith(name + " ") and f" {rules.split('+')[0]}: " in line, line
+    for line, (name, (_, _, criteria, _)) in zip(lines, rows.items()):
+        assert line.startswith(name + " ") and f" {criteria.split('+')[0]}: " in line, line
 
 
-def test_the_zoo_table_exercises_every_rule():
-    used = {rule for rows in TABLE.values() for (_, _, rules, _) in rows.values() for rule in rules.split("+")}
-    assert set(muonlab.optim.routing.RULES) - {"no_weight_decay"} <= used   # no_weight_decay: timm models only
+def test_the_zoo_table_exercises_every_criterion():
+    used = {c for rows in TABLE.values() for (_, _, criteria, _) in rows.values() for c in criteria.split("+")}
+    assert set(muonlab.optim.routing.CRITERIA) - {"no_weight_decay"} <= used   # no_weight_decay: timm models only

@@ -82,13 +82,13 @@ def names() -> list[str]:
 
 
 def routing_rows(model) -> dict[str, list]:
-    """parameter → [shape, kind, rules, options] as the table stores it."""
+    """parameter → [shape, kind, criteria, options] as the table stores it."""
     from muonlab.optim import route
 
     rows = {}
     for r in route(model):
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(r.options.items())}
-        rows[r.name] = ["×".join(map(str, r.param.shape)), r.kind, "+".join(r.rules), options]
+        rows[r.name] = ["×".join(map(str, r.param.shape)), r.kind, "+".join(r.criteria), options]
     return rows
 
 
@@ -108,10 +108,10 @@ def dumps(data: dict[str, dict[str, list]]) -> str:
 def markdown(data: dict[str, dict[str, list]]) -> str:
     lines = []
     for arch, rows in data.items():
-        lines += [f"### {arch}", "", "| parameter | shape | kind | rules | options |", "|---|---|---|---|---|"]
-        for name, (shape, kind, rules, options) in rows.items():
+        lines += [f"### {arch}", "", "| parameter | shape | kind | criteria | options |", "|---|---|---|---|---|"]
+        for name, (shape, kind, criteria, options) in rows.items():
             opts = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in options.items())
-            lines.append(f"| `{name}` | {shape} | {kind} | {rules} | {opts} |")
+            lines.append(f"| `{name}` | {shape} | {kind} | {criteria} | {opts} |")
         lines.append("")
     return "\n".join(lines)
 

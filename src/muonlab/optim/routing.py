@@ -1,9 +1,9 @@
-"""Which parameter gets which rule: ``param_groups(model)`` and ``explain(model)``.
+"""Which parameter gets which update: ``param_groups(model)`` and ``explain(model)``.
 
 A 2-D shape alone does not tell a hidden matrix from an embedding table, an output head or a matrix too thin to
 orthogonalize (docs/math.md §4, docs/routing.md), so routing looks at the modules that own each parameter. Every
-decision carries the name of the rule that made it (the "why" column of :func:`explain`); the rules in
-:data:`RULES` can be switched off one by one (``disable=("degenerate", ...)``). Rules, first match wins:
+decision carries the name of the criterion that made it (the "why" column of :func:`explain`); the criteria in
+:data:`CRITERIA` can be switched off one by one (``disable=("degenerate", ...)``). Criteria, first match wins:
 
 1. ``override``: a glob on the parameter name → the kind you say;
 2. ``vector``: fewer than 2 dimensions → ``"vector"`` (biases, norm gains, scalars);
@@ -28,8 +28,8 @@ decision carries the name of the rule that made it (the "why" column of :func:`e
    (Kimi team, arXiv 2502.16982) trains its DeepSeek-V3-style MoE with Muon on every matrix but the embedding and the
    output head, routers included, and timm's rules do the same for any router of ≥ 4 experts. Pass
    ``router_kind="head"`` to give routers the AdamW part instead (a router is a small classifier over experts);
-   one-row gates (Qwen2-MoE's ``shared_expert_gate``) are degenerate (rule 8) either way;
-10. ``guessed_head`` (only when no parameter is a head by rules 1, 3 or 6, and ``guess_head=True``): the weight of the
+   one-row gates (Qwen2-MoE's ``shared_expert_gate``) are degenerate (8.) either way;
+10. ``guessed_head`` (only when no parameter is a head by 1., 3. or 6., and ``guess_head=True``): the weight of the
     *last* ``nn.Linear`` in registration order → ``"head"`` when either
     a. it maps an embedding's width back to that embedding's rows (``in_features == embedding_dim`` and
        ``out_features == num_embeddings != embedding_dim``: a vocabulary projection, untied), or
@@ -40,7 +40,7 @@ decision carries the name of the rule that made it (the "why" column of :func:`e
 12. ``stack``: other ≥ 3-D tensors → ``"matrix"``, a batch of their last two dims (``stack_layout``);
 13. ``matrix``: other 2-D → ``"matrix"`` (hidden layer).
 
-Modifiers that apply on top of a matrix decision (also in :data:`RULES`, also named in the "why" column):
+Modifiers that apply on top of a matrix decision (also in :data:`CRITERIA`, also named in the "why" column):
 
 - ``transposed``: the weight of a transposed linear layer — Hugging Face's ``Conv1D`` (GPT-2, GPT, …), recognised
   without importing transformers by its ``nx``/``nf`` attributes and a weight of shape (nx, nf) = (in, out) — is
@@ -54,10 +54,10 @@ Modifiers that apply on top of a matrix decision (also in :data:`RULES`, also na
   ``cls_token``, …) get weight decay 0 in whichever part they land (``weight_decay``/``adamw_weight_decay`` of their
   group).
 
-Why rule 10 looks only at the last Linear: a hidden layer's outputs are always some layer's inputs, so a Linear whose
+Why 10. looks only at the last Linear: a hidden layer's outputs are always some layer's inputs, so a Linear whose
 width no other Linear reads is an output; but widths coincide (vocab 512 = 4 × d_model 128 makes an MLP's up-projection
 look like a vocabulary projection; a 16-row position table of a width-16 model matches every width-16 layer), so the
-guess is confined to the one layer that output layers almost always are, the last one registered, and rule a asks for
+guess is confined to the one layer that output layers almost always are, the last one registered, and a. asks for
 both of the embedding's sizes. A model that registers its head first, or ends with a layer whose width happens to match another
 Linear's input (e.g. ``nn.Linear(16, 16)`` after ``nn.Linear(16, 16)``), is not recognised: name the module ``head``
 (or pass ``head_names``), or say it with ``overrides={"fc.weight": "head"}``. Guessed routes are marked ``guessed``
@@ -86,18 +86,18 @@ from muonlab.optim.pipeline import TENSOR_LAYOUTS
 HEAD_NAMES = ("head", "lm_head", "classifier", "output_layer")
 EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
 
-# The rules that can be switched off (``disable=``), in the order they are tried; see the module docstring.
-RULES = ("tied", "embedding", "embedding_role", "named_head", "depthwise", "degenerate", "router", "guessed_head",
+# The criteria that can be switched off (``disable=``), in the order they are tried; see the module docstring.
+CRITERIA = ("tied", "embedding", "embedding_role", "named_head", "depthwise", "degenerate", "router", "guessed_head",
          "transposed", "fused", "no_weight_decay")
 
 # timm's thresholds for a matrix worth orthogonalizing (timm/optim/muon.py, _is_suitable_for_muon).
 MIN_MATRIX_DIM = 4
 MAX_ASPECT_RATIO = 128.0
 
-# Words in the attribute name of a directly held parameter that say it is a table or learned tokens (rule 6).
+# Words in the attribute name of a directly held parameter that say it is a table or learned tokens (5.).
 EMBEDDING_ROLE_WORDS = ("token", "embed", "pos", "table", "quer", "latent", "register", "prompt")
 
-# Linear layers named like a mixture-of-experts router (rule 9), besides modules whose class name contains "Router".
+# Linear layers named like a mixture-of-experts router (9.), besides modules whose class name contains "Router".
 ROUTER_NAMES = ("gate", "router", "shared_expert_gate")
 
 # name of a fused projection → (number of equal sections, how many times the input width its outputs must be, or
@@ -108,7 +108,7 @@ FUSED_PROJECTIONS = {"c_attn": (3, 3), "qkv": (3, 3), "in_proj_weight": (3, 3), 
 
 @dataclass
 class Route:
-    """One parameter's routing decision: its kind, the rules that decided it (``rules[0]`` the kind's, the rest
+    """One parameter's routing decision: its kind, the criteria that decided it (``criteria[0]`` the kind's, the rest
     modifiers) and why, and the group options it needs (``tensor_layout``, ``split_sizes``, ``transposed``…)."""
 
     name: str
@@ -116,12 +116,12 @@ class Route:
     kind: str
     reason: str
     options: dict[str, Any] = field(default_factory=dict)
-    guessed: bool = False   # decided by the output-layer heuristic (rule 10), not by a name, a tie or an override
-    rules: tuple[str, ...] = ()
+    guessed: bool = False   # decided by the output-layer heuristic (10.), not by a name, a tie or an override
+    criteria: tuple[str, ...] = ()
 
     @property
-    def rule(self) -> str:
-        return self.rules[0] if self.rules else ""
+    def criterion(self) -> str:
+        return self.criteria[0] if self.criteria else ""
 
 
 def _matches(patterns: Mapping[str, Any] | None, names: list[str]) -> tuple[str, Any] | None:
@@ -169,7 +169,7 @@ def route(
 ) -> list[Route]:
     """The routing decision for every trainable parameter of ``model`` (see module docstring).
 
-    ``disable``: names from :data:`RULES` to switch off (``guess_head=False`` is ``disable=("guessed_head",)``);
+    ``disable``: names from :data:`CRITERIA` to switch off (``guess_head=False`` is ``disable=("guessed_head",)``);
     ``min_dim``/``max_aspect``: the ``degenerate`` thresholds; ``router_kind``: the kind of MoE routers."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -181,9 +181,9 @@ def route(
     if isinstance(disable, str):
         disable = (disable,)
     disabled = frozenset(disable)
-    unknown = sorted(disabled - set(RULES))
+    unknown = sorted(disabled - set(CRITERIA))
     if unknown:
-        raise ValueError(f"disable must name rules from {', '.join(RULES)}; got {', '.join(map(repr, unknown))}")
+        raise ValueError(f"disable must name criteria from {', '.join(CRITERIA)}; got {', '.join(map(repr, unknown))}")
     if isinstance(min_dim, bool) or not isinstance(min_dim, int) or min_dim < 1:
         raise ValueError(f"min_dim must be a positive int, got {min_dim!r}")
     if isinstance(max_aspect, bool) or not isinstance(max_aspect, (int, float)) or not max_aspect >= 1:
@@ -215,8 +215,8 @@ def route(
     routes = []
     for (name, p), route_ in zip(trainable, decided):
         names = aliases.get(id(p), [name])
-        if guess is not None and p is guess[0] and route_.kind == "matrix" and route_.rule != "override":
-            route_ = Route(name, p, "head", f"guessed output layer: {guess[1]}", guessed=True, rules=("guessed_head",))
+        if guess is not None and p is guess[0] and route_.kind == "matrix" and route_.criterion != "override":
+            route_ = Route(name, p, "head", f"guessed output layer: {guess[1]}", guessed=True, criteria=("guessed_head",))
         if route_.kind == "matrix":
             hit = _matches(heads, names)
             if hit is not None:
@@ -225,18 +225,18 @@ def route(
                 unknown = set(spec) - {"num_heads", "split_sizes"}
                 if unknown:
                     raise ValueError(f"heads[{pattern!r}] accepts num_heads and split_sizes; got {sorted(unknown)}")
-                if "fused" in route_.rules:   # the user's blocks replace the fused split
+                if "fused" in route_.criteria:   # the user's blocks replace the fused split
                     route_.options.pop("split_sizes", None)
-                    route_.rules = tuple(r for r in route_.rules if r != "fused")
+                    route_.criteria = tuple(r for r in route_.criteria if r != "fused")
                     route_.reason = "; ".join(part for part in route_.reason.split("; ") if not part.startswith("fused:"))
                 route_.options.update(spec)
                 route_.reason += f"; heads: per-head blocks {spec} (heads[{pattern!r}])"
-                route_.rules += ("heads",)
+                route_.criteria += ("heads",)
         hit = next((n for n in names if any(fnmatch.fnmatchcase(n, pattern) for pattern in no_decay)), None)
         if hit is not None:
             route_.options["no_weight_decay"] = True
             route_.reason += "; no_weight_decay: weight decay 0 (listed by the model's no_weight_decay())"
-            route_.rules += ("no_weight_decay",)
+            route_.criteria += ("no_weight_decay",)
         routes.append(route_)
     return routes
 
@@ -274,7 +274,7 @@ def _matrix_view(p: torch.Tensor, conv: bool, transposed: bool, stack_layout: st
 
 
 def _route_one(name, p, mods, names, ctx: _Context) -> Route:
-    on = lambda rule: rule not in ctx.disabled  # noqa: E731
+    on = lambda criterion: criterion not in ctx.disabled  # noqa: E731
     conv = _is_conv(mods)
     transposed = on("transposed") and p.dim() == 2 and any(is_transposed_linear(m) and m.weight is p for _, m in mods)
     hit = _matches(ctx.overrides, names)
@@ -285,55 +285,55 @@ def _route_one(name, p, mods, names, ctx: _Context) -> Route:
             options["tensor_layout"] = "flatten" if conv else ctx.stack_layout
         if kind == "matrix" and transposed:
             options["transposed"] = True
-        return Route(name, p, kind, f"override {pattern!r}", options, rules=("override",))
+        return Route(name, p, kind, f"override {pattern!r}", options, criteria=("override",))
     if p.dim() < 2:
         what = "scalar" if p.dim() == 0 else "1-D (bias, norm gain or other vector)"
-        return Route(name, p, "vector", what, rules=("vector",))
+        return Route(name, p, "vector", what, criteria=("vector",))
     shape = tuple(p.shape)
     embeds = [n for n, m in mods if isinstance(m, EMBEDDING_TYPES)]
     others = [n or "<root>" for n, m in mods if not isinstance(m, EMBEDDING_TYPES)]
     if embeds and others and on("tied"):
-        return Route(name, p, "head", f"weight tied: shared by embedding {embeds[0]!r} and {others[0]!r}", rules=("tied",))
+        return Route(name, p, "head", f"weight tied: shared by embedding {embeds[0]!r} and {others[0]!r}", criteria=("tied",))
     if embeds and on("embedding"):
-        return Route(name, p, "embedding", f"weight of {type(mods[0][1]).__name__} {embeds[0]!r}", rules=("embedding",))
+        return Route(name, p, "embedding", f"weight of {type(mods[0][1]).__name__} {embeds[0]!r}", criteria=("embedding",))
     if on("embedding_role") and mods and not any(_is_layer(m) for _, m in mods):
         attribute = name.rsplit(".", 1)[-1]
         owner = type(mods[0][1]).__name__
         if shape[0] == 1:
             return Route(name, p, "embedding",
                          f"{'×'.join(map(str, shape))} held by {owner}: a leading unit dim (learned tokens or a "
-                         "position table)", rules=("embedding_role",))
+                         "position table)", criteria=("embedding_role",))
         word = next((w for w in EMBEDDING_ROLE_WORDS if w in attribute.lower()), None)
         if word is not None:
             return Route(name, p, "embedding", f"held by {owner}, named {attribute!r} ({word!r}: a lookup table "
-                         "or learned tokens)", rules=("embedding_role",))
+                         "or learned tokens)", criteria=("embedding_role",))
     if on("named_head"):
         for mod_name, _ in mods:
             last = mod_name.rsplit(".", 1)[-1]
             if last in ctx.head_names or last.endswith("_head"):
-                return Route(name, p, "head", f"module named {last!r} (an output head)", rules=("named_head",))
+                return Route(name, p, "head", f"module named {last!r} (an output head)", criteria=("named_head",))
     if on("depthwise") and conv:
         module = next(m for _, m in mods if isinstance(m, nn.modules.conv._ConvNd))
         if module.groups > 1 and module.groups == module.in_channels:
             return Route(name, p, "vector", f"depthwise conv filter {shape} (groups = in_channels = {module.groups}): "
-                         "one filter per channel, no matrix to orthogonalize", rules=("depthwise",))
+                         "one filter per channel, no matrix to orthogonalize", criteria=("depthwise",))
     rows, cols = _matrix_view(p, conv, transposed, ctx.stack_layout)
     if on("degenerate"):
         small, large = min(rows, cols), max(rows, cols)
         if small < ctx.min_dim:
             return Route(name, p, "vector", f"{rows}×{cols} matrix: smaller side {small} < {ctx.min_dim}",
-                         rules=("degenerate",))
+                         criteria=("degenerate",))
         if large / small > ctx.max_aspect:
             return Route(name, p, "vector", f"{rows}×{cols} matrix: aspect ratio {large / small:.0f} > "
-                         f"{ctx.max_aspect:g}", rules=("degenerate",))
+                         f"{ctx.max_aspect:g}", criteria=("degenerate",))
     if on("router") and _is_router(name, mods, rows, cols):
         if ctx.router_kind != "matrix":
             return Route(name, p, ctx.router_kind, f"mixture-of-experts router ({rows} experts): router_kind="
-                         f"{ctx.router_kind!r}", rules=("router",))
+                         f"{ctx.router_kind!r}", criteria=("router",))
         route_ = _matrix_route(name, p, conv, transposed, rows, cols, ctx)
         route_.reason = (f"mixture-of-experts router ({rows} experts): spectral, as in Moonlight (arXiv "
                          "2502.16982); router_kind='head' gives routers AdamW")
-        route_.rules = ("router",) + route_.rules[1:]
+        route_.criteria = ("router",) + route_.criteria[1:]
         return route_
     return _matrix_route(name, p, conv, transposed, rows, cols, ctx)
 
@@ -350,23 +350,23 @@ def _matrix_route(name, p, conv, transposed, rows, cols, ctx: _Context) -> Route
     shape = tuple(p.shape)
     options: dict[str, Any] = {}
     if conv:
-        rule, why = "conv", f"conv filter {shape} flattened to ({rows}, {cols})"
+        criterion, why = "conv", f"conv filter {shape} flattened to ({rows}, {cols})"
         options["tensor_layout"] = "flatten"
     elif p.dim() >= 3:
         batch = p.shape[:-2].numel()
-        rule = "stack"
+        criterion = "stack"
         if ctx.stack_layout == "batch":
             why = f"{p.dim()}-D stack: {batch} matrices of {tuple(p.shape[-2:])}"
         else:
             why = f"{p.dim()}-D tensor flattened to ({rows}, {cols})"
         options["tensor_layout"] = ctx.stack_layout
     elif transposed:
-        rule, why = "transposed", (f"transposed linear (in, out) = {shape}: orthogonalized as the ({rows}, {cols}) "
+        criterion, why = "transposed", (f"transposed linear (in, out) = {shape}: orthogonalized as the ({rows}, {cols}) "
                                    "matrix it is")
         options["transposed"] = True
     else:
-        rule, why = "matrix", "2-D hidden matrix"
-    route_ = Route(name, p, "matrix", why, options, rules=(rule,))
+        criterion, why = "matrix", "2-D hidden matrix"
+    route_ = Route(name, p, "matrix", why, options, criteria=(criterion,))
     if "fused" not in ctx.disabled:
         attribute = name.rsplit(".", 1)[-1]
         owner = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
@@ -377,12 +377,12 @@ def _matrix_route(name, p, conv, transposed, rows, cols, ctx: _Context) -> Route
             if rows % sections == 0 and (ratio is None or rows == ratio * cols):
                 options["split_sizes"] = (rows // sections,) * sections
                 route_.reason += f"; fused: {key!r} orthogonalized as {sections} sections of {rows // sections} rows"
-                route_.rules += ("fused",)
+                route_.criteria += ("fused",)
     return route_
 
 
 def _guess_output_layer(model: nn.Module) -> tuple[torch.Tensor, str] | None:
-    """Rule 10 of the module docstring: (weight, reason) of the last trainable nn.Linear if it looks like the
+    """Criterion 10. of the module docstring: (weight, reason) of the last trainable nn.Linear if it looks like the
     model's output layer, else None."""
     # frozen Linears count as layers (a frozen head still makes the layer before it hidden); only a trainable
     # last one can be routed
@@ -400,10 +400,12 @@ def _guess_output_layer(model: nn.Module) -> tuple[torch.Tensor, str] | None:
     return None
 
 
-def param_groups(model: nn.Module, **kwargs) -> list[dict]:
+def param_groups(model: nn.Module, *, matrix_first: bool = False, **kwargs) -> list[dict]:
     """Param-group dicts for any muonlab optimizer: ``"params"``, ``"param_names"``, ``"kind"`` (and
     ``"tensor_layout"``/``"num_heads"``/``"split_sizes"``/``"transposed"`` where needed; ``"weight_decay"`` or
-    ``"adamw_weight_decay"`` 0 for the model's ``no_weight_decay()`` names), in order of first appearance.
+    ``"adamw_weight_decay"`` 0 for the model's ``no_weight_decay()`` names), in order of first appearance —
+    the spectral (``"matrix"``) groups first with ``matrix_first=True``, for frameworks that report group 0's lr as
+    *the* learning rate (Hugging Face's Trainer, Lightning's progress bar).
 
     Keyword arguments are those of :func:`route`: ``head_names``, ``overrides``, ``heads``, ``stack_layout``,
     ``guess_head``, ``disable``, ``min_dim``, ``max_aspect``, ``router_kind``.
@@ -422,21 +424,24 @@ def param_groups(model: nn.Module, **kwargs) -> list[dict]:
             groups[key] = {"params": [], "param_names": [], "kind": r.kind, **options}
         groups[key]["params"].append(r.param)
         groups[key]["param_names"].append(r.name)
-    return list(groups.values())
+    out = list(groups.values())
+    if matrix_first:
+        out.sort(key=lambda g: g["kind"] != "matrix")   # stable: first appearance within each part
+    return out
 
 
 def explain(model: nn.Module, *, file: TextIO | None = sys.stdout, **kwargs) -> str:
-    """A table of every parameter: shape, kind, update rule and why — ``rule: reason``, the rule's name from the
+    """A table of every parameter: shape, kind, update and why — ``criterion: reason``, the criterion's name from the
     module docstring first (``disable=`` takes those names). Printed to ``file`` (None: not printed).
 
-    Routes decided by the output-layer guess (rule 10) are marked ``(guessed)`` in the kind column, and a note after
+    Routes decided by the output-layer guess (10.) are marked ``(guessed)`` in the kind column, and a note after
     the table says how to override each of them."""
     rows = [("parameter", "shape", "kind", "update", "why")]
     routes = route(model, **kwargs)
     for r in routes:
         rows.append(
             (r.name, "×".join(map(str, r.param.shape)) or "scalar", r.kind + (" (guessed)" if r.guessed else ""),
-             "spectral" if r.kind == "matrix" else "AdamW", f"{r.rule}: {r.reason}")
+             "spectral" if r.kind == "matrix" else "AdamW", f"{r.criterion}: {r.reason}")
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
