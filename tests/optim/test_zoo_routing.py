@@ -38,3 +38,26 @@ def test_every_parameter_is_routed_as_the_table_says(arch):
 def test_the_zoo_table_exercises_every_criterion():
     used = {c for rows in TABLE.values() for (_, _, criteria, _) in rows.values() for c in criteria.split("+")}
     assert set(muonlab.optim.routing.CRITERIA) - {"no_weight_decay"} <= used   # no_weight_decay: timm models only
+
+
+def test_docs_routing_shows_the_table():
+    doc = (zoo_models.TABLE.parents[2] / "docs" / "routing.md").read_text()
+    assert zoo_models.markdown(TABLE) in doc, "docs/routing.md: paste `python -m tests.optim.zoo_models --markdown`"
+
+
+# muonlab's decisions that timm's shape-only rule cannot make (docs/routing.md, "Where muonlab and timm's Muon rules
+# differ"): AdamW by module or role where timm's shape test passes; per-expert matrices of a stack timm flattens.
+ADAMW_BY_MODULE = {"embedding", "tied", "named_head", "guessed_head", "embedding_role"}
+
+
+def test_muonlab_disagrees_with_timms_muon_rules_only_where_documented():
+    timm_muon = pytest.importorskip("timm.optim.muon")
+    for arch in TABLE:
+        for r in muonlab.optim.route(zoo_models.build(arch)):
+            timm_says_muon = bool(timm_muon._is_suitable_for_muon(r.param))
+            if timm_says_muon == (r.kind == "matrix"):
+                continue
+            if timm_says_muon:
+                assert r.criterion in ADAMW_BY_MODULE, (arch, r.name, r.criteria)
+            else:
+                assert r.criterion == "stack", (arch, r.name, tuple(r.param.shape), r.criteria)

@@ -106,13 +106,22 @@ def dumps(data: dict[str, dict[str, list]]) -> str:
 
 
 def markdown(data: dict[str, dict[str, list]]) -> str:
+    """The table as docs/routing.md shows it: per architecture, how many parameters each criterion decided, then every
+    row that is not a plain default (a 1-D ``vector`` or a 2-D hidden ``matrix``)."""
     lines = []
     for arch, rows in data.items():
-        lines += [f"### {arch}", "", "| parameter | shape | kind | criteria | options |", "|---|---|---|---|---|"]
-        for name, (shape, kind, criteria, options) in rows.items():
-            opts = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in options.items())
-            lines.append(f"| `{name}` | {shape} | {kind} | {criteria} | {opts} |")
-        lines.append("")
+        counts: dict[str, int] = {}
+        for _, _, criteria, _ in rows.values():
+            counts[criteria] = counts.get(criteria, 0) + 1
+        summary = ", ".join(f"{c} {n}" for c, n in counts.items())
+        lines += [f"### {arch}", "", f"{len(rows)} parameters: {summary}.", ""]
+        special = {n: r for n, r in rows.items() if r[2] not in ("vector", "matrix")}
+        if special:
+            lines += ["| parameter | shape | kind | criteria | options |", "|---|---|---|---|---|"]
+            for name, (shape, kind, criteria, options) in special.items():
+                opts = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in options.items())
+                lines.append(f"| `{name}` | {shape} | {kind} | {criteria} | {opts} |")
+            lines.append("")
     return "\n".join(lines)
 
 
