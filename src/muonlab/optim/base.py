@@ -95,6 +95,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             tensor_layout=tensor_layout,
             num_heads=num_heads,
             split_sizes=split_sizes,
+            # per group, set by routing (a weight stored as (in, out)); not an optimizer-wide option
+            transposed=False,
             cautious_wd=cautious_wd,
         )
         gr.check_adamw_part(defaults, "")

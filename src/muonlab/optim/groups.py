@@ -26,7 +26,7 @@ RENAMED_KEYS = {"update": "rule", "steps": "ns_steps"}
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
 # Keys every group carries whatever its rule: the AdamW part's and the block layout.
-SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes")
+SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes", "transposed")
 
 
 def label(group: Mapping, index: int) -> str:
@@ -152,10 +152,12 @@ def check_matrices(group: Mapping, blocks: Blocks, where: str) -> None:
                 f"{where}{label(group, i)} has shape {tuple(p.shape)}: a 'matrix' group needs "
                 "parameters with at least 2 dimensions (put vectors in a 'vector' group)"
             )
+        if blocks.transposed and p.dim() != 2:
+            raise ValueError(f"{where}{label(group, i)} has shape {tuple(p.shape)}: transposed=True applies to 2-D "
+                             "weights stored as (in, out)")
         if blocks.whole:
             continue
         try:
-            rows = pl.matrix_batch(p.detach(), blocks.tensor_layout).shape[1]
-            pl.row_sections(rows, blocks.split_sizes, blocks.num_heads)
+            pl.block_shapes(p.shape, blocks)
         except ValueError as err:
             raise ValueError(f"{where}{label(group, i)}: {err}") from None
