@@ -15,6 +15,7 @@ progress comes as an argument: the :class:`muonlab.optim.state.StepContext` or t
 
 from __future__ import annotations
 
+import warnings
 from abc import ABCMeta, abstractmethod
 from collections import defaultdict
 from typing import Iterable, Mapping
@@ -28,6 +29,7 @@ from muonlab.optim import pipeline as pl
 from muonlab.optim.chunks import ChunkPlans, scratch_budget, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
+from muonlab.optim.routing import looks_unrouted
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
 from muonlab.optim.state import StepContext, local, state_dtype
 
@@ -115,7 +117,25 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
 
     # ------------------------------------------------------------------ groups and their settings
     def add_param_group(self, param_group: dict) -> None:
+        """torch's ``add_param_group``, with muonlab's routing: a group without ``"kind"`` is split (≥ 2-D → spectral,
+        the rest → AdamW). Groups with and without names mix: a group added without names after named ones
+        (Lightning's ``BaseFinetuning``, any ``opt.add_param_group({"params": ...})`` after
+        ``param_groups(model)``) gets generated names ``group{i}.param{j}``, and named groups added to unnamed ones
+        give those generated names (torch.optim requires all or none)."""
         group = gr.normalize(param_group, self.defaults, type(self).__name__)
+        gr.match_names(self.param_groups, group)
+        if group.get("kind") in (None, "auto") and group.get("param_names"):
+            unrouted = looks_unrouted([n for n, p in zip(group["param_names"], group["params"]) if p.dim() >= 2])
+            if unrouted:
+                warnings.warn(
+                    f"{type(self).__name__}: named parameters without a 'kind' are routed by shape alone: every ≥ 2-D "
+                    f"tensor gets the spectral update, including {', '.join(map(repr, unrouted[:4]))}"
+                    f"{' …' if len(unrouted) > 4 else ''} (named like an embedding or an output head, which want "
+                    "AdamW). Routing by module needs the model: pass muonlab.param_groups(model) "
+                    "(muonlab.explain(model) shows each decision)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         for routed in gr.split_by_kind(group):
             where = f"param group {len(self.param_groups)} ({routed['kind']}): "
             gr.route(routed, self.defaults, where)
@@ -164,6 +184,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         """
         known = set(self.defaults) | gr.GROUP_KEYS
         state_dict = dict(state_dict, param_groups=[gr.rename_old_keys(dict(g), known) for g in state_dict["param_groups"]])
+        gr.check_same_groups(type(self).__name__, state_dict["param_groups"], self.param_groups)
         super().load_state_dict(state_dict)
         self._settings.clear()
         for index, group in enumerate(self.param_groups):

@@ -94,6 +94,40 @@ def normalize(param_group: dict, defaults: Mapping, owner: str) -> dict:
     return group
 
 
+def match_names(groups: list[dict], group: dict) -> None:
+    """Make ``group`` and the optimizer's ``groups`` all named or all unnamed, as torch.optim requires, by generating
+    ``group{i}.param{j}`` names for the side that has none (see SpectralOptimizer.add_param_group)."""
+    if not groups:
+        return
+    named = ["param_names" in g for g in groups]
+    if all(named) and "param_names" not in group:
+        index = len(groups)
+        group["param_names"] = [f"group{index}.param{j}" for j in range(len(group["params"]))]
+    elif not any(named) and "param_names" in group:
+        for i, g in enumerate(groups):
+            g["param_names"] = [f"group{i}.param{j}" for j in range(len(g["params"]))]
+
+
+def _layout(groups) -> str:
+    return ", ".join(f"{g.get('kind', '?')} ({len(g['params'])})" for g in groups)
+
+
+def check_same_groups(owner: str, saved: list[Mapping], current: list[Mapping]) -> None:
+    """Refuse a state dict whose groups do not have the sizes of this optimizer's, in one message that says what
+    each side has and how to build the optimizer the saving one was (torch's own message names neither)."""
+    if len(saved) == len(current) and all(len(s["params"]) == len(c["params"]) for s, c in zip(saved, current)):
+        return
+    routed = all("kind" in g for g in saved) and any(g.get("kind") != "matrix" and g.get("kind") != "vector"
+                                                      for g in saved)
+    how = ("it was built from muonlab.param_groups(model) (embedding/head groups): build this one the same way, "
+           f"{owner}(muonlab.param_groups(model), ...), with the same routing arguments" if routed else
+           "build this optimizer with the same parameter groups, in the same order, as the one that saved it")
+    raise ValueError(
+        f"{owner}.load_state_dict: the state dict has {len(saved)} param groups [kind (parameters): {_layout(saved)}] "
+        f"and this optimizer {len(current)} [{_layout(current)}]; {how}"
+    )
+
+
 def split_by_kind(group: dict) -> list[dict]:
     """The group itself when it has a kind; else a matrix group of its ≥ 2-D parameters and a vector group of the
     rest (an empty group becomes an empty matrix group)."""

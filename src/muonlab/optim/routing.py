@@ -124,6 +124,18 @@ class Route:
         return self.criteria[0] if self.criteria else ""
 
 
+def looks_unrouted(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that look like an embedding or an output head by name alone (a component in
+    :data:`HEAD_NAMES` or ending in ``_head``, or containing "embed", or GPT-2's ``wte``/``wpe``): what a named
+    parameter list routed by shape would send to the spectral update against the usual practice."""
+    found = []
+    for name in names:
+        parts = name.split(".")
+        if any(p in HEAD_NAMES or p.endswith("_head") or "embed" in p or p in ("wte", "wpe") for p in parts):
+            found.append(name)
+    return found
+
+
 def _matches(patterns: Mapping[str, Any] | None, names: list[str]) -> tuple[str, Any] | None:
     for pattern, value in (patterns or {}).items():
         if any(fnmatch.fnmatchcase(n, pattern) for n in names):
