@@ -252,6 +252,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 self._spectral_step(ctx, group["params"], params, local_params, grads)
         return loss
 
+    # Eager under torch.compile(opt.step): the bias corrections read Python-int step counts (exact resume), which a
+    # traced step would bake in as constants and recompile for at every step.
+    @torch.compiler.disable
     def _adamw_step(self, ctx: StepContext, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         exp_avgs = ctx.buffers(params, "exp_avg")
         exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
@@ -331,8 +334,17 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         acts only where the parameter and the update share a sign, i.e. where the step already shrinks
         |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = ctx.lr
+        keep = 1 - lr * ctx.weight_decay
+        if torch.compiler.is_compiling():
+            # Traced (torch.compile(opt.step)): per-tensor ops, whose float operands dynamo keeps symbolic after the
+            # first change; a foreach op's Scalar argument would be baked in and recompiled for at every scheduler
+            # step. The compiler fuses the loop.
+            for p, u in zip(params, updates):
+                if ctx.weight_decay:
+                    p.copy_(torch.where(p * u >= 0, p * keep, p) if ctx.settings.cautious_wd else p * keep)
+                p.sub_(u * lr)
+            return
         if ctx.weight_decay:
-            keep = 1 - lr * ctx.weight_decay
             if ctx.settings.cautious_wd:
                 for p, u in zip(params, updates):
                     p.copy_(torch.where(p * u >= 0, p * keep, p))
