@@ -291,3 +291,12 @@ def test_no_weight_decay_names_get_zero_decay_in_their_part():
     assert by_name["tokens.pos_embed"]["adamw_weight_decay"] == 0.0
     assert by_name["c_attn.weight"]["weight_decay"] == 0.0 and by_name["c_attn.weight"]["transposed"] is True
     assert "weight_decay" not in by_name["c_fc.weight"] and "adamw_weight_decay" not in by_name["tokens.latents"]
+
+
+def test_matrix_first_puts_the_spectral_groups_first_in_their_order():
+    plain = param_groups(Zoo())
+    first = param_groups(Zoo(), matrix_first=True)
+    assert [g["kind"] for g in first][:1] == ["matrix"] and plain[0]["kind"] != "matrix"
+    key = lambda g: tuple(g["param_names"])  # noqa: E731
+    assert [key(g) for g in first] == [key(g) for g in plain if g["kind"] == "matrix"] + [
+        key(g) for g in plain if g["kind"] != "matrix"]

@@ -305,7 +305,8 @@ def _route_one(name, p, mods, names, ctx: _Context) -> Route:
     embeds = [n for n, m in mods if isinstance(m, EMBEDDING_TYPES)]
     others = [n or "<root>" for n, m in mods if not isinstance(m, EMBEDDING_TYPES)]
     if embeds and others and on("tied"):
-        return Route(name, p, "head", f"weight tied: shared by embedding {embeds[0]!r} and {others[0]!r}", criteria=("tied",))
+        return Route(name, p, "head", f"shared by embedding {embeds[0]!r} and {others[0]!r} (input and output tied)",
+                     criteria=("tied",))
     if embeds and on("embedding"):
         return Route(name, p, "embedding", f"weight of {type(mods[0][1]).__name__} {embeds[0]!r}", criteria=("embedding",))
     if on("embedding_role") and mods and not any(_is_layer(m) for _, m in mods):
