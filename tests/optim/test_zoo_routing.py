@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -61,3 +62,19 @@ def test_muonlab_disagrees_with_timms_muon_rules_only_where_documented():
                 assert r.criterion in ADAMW_BY_MODULE, (arch, r.name, r.criteria)
             else:
                 assert r.criterion == "stack", (arch, r.name, tuple(r.param.shape), r.criteria)
+
+
+@pytest.mark.parametrize("cls", [muonlab.Muon, muonlab.NorMuon])
+def test_every_zoo_model_takes_a_step_with_its_routing(cls):
+    """The groups routing builds (transposed, fused sections of stacks, routers…) are groups the optimizers take."""
+    for arch in TABLE:
+        model = zoo_models.build(arch)
+        opt = cls(muonlab.param_groups(model), lr=0.02)
+        gen = torch.Generator().manual_seed(0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+        for p, b in zip(params, before):
+            assert torch.isfinite(p).all() and not torch.equal(p, b), arch
