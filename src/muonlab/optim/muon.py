@@ -31,9 +31,9 @@ from muonlab.optim.settings import (
 )
 
 # The polar method used when neither ``method`` nor ``ns_coefficients``/``ns_steps`` is given:
-# Polar Express started from G/‖GGᵀ‖_F^{1/2} with its own derived schedule, 4 steps: σ ∈ ≈ [0.86, 1.14]
-# for κ ≤ 100 at width 768 (Keller ×5: [0.51, 1.2]) for 4/5 of Keller's flops ("polar_express", 5
-# steps: [0.87, 1.12]). Measured with ``muonlab bench step --quick`` (BENCHMARKS.md).
+# Polar Express started from G/‖GGᵀ‖_F^{1/2} with its own derived schedule, 4 steps: singular values
+# closer to 1 than Keller's quintic × 5 for fewer flops (σ ranges per method: ``muonlab bench step``,
+# BENCHMARKS.md).
 DEFAULT_METHOD = "polar_express_gram_norm"
 TORCH_MUON_EPS = 1e-7
 

@@ -150,8 +150,8 @@ def adamw_update(
     step counts after this step (for the bias corrections 1 − βᵗ).
 
     Plain tensors whose parameter, gradient and moments share one dtype go through torch's fused
-    AdamW kernel (CPU and CUDA): measured 5.5× faster than the foreach ops on a 50257×768 embedding
-    on CPU, equal to fp32 rounding. The rest (DTensor shards, fp32 moments of bf16/fp16
+    AdamW kernel (CPU and CUDA): one pass over the tensors instead of one per foreach op, equal to
+    the foreach arithmetic up to fp32 rounding. The rest (DTensor shards, fp32 moments of bf16/fp16
     parameters) take the foreach path.
     """
     if not params:

@@ -5,8 +5,8 @@ A's analysis needs the exact factor. For speed pass another polar method: ``meth
 (converged to the rounding level; batched QR/Cholesky steps, no host synchronization), or a
 matmul-only one, e.g. ``method="polar_express_gram_norm", ns_steps=6`` (σ within 1e-6 of 1 for
 σ ≥ 3.9e-3·scale, Polar Express's range after 6 steps; about 1.5× Muon's polar work) or
-``ns_steps=4`` (Muon's default: σ ∈ ≈ [0.86, 1.14] for κ ≤ 100). On the project's CPUs a 768×768 SVD
-costs about as much as 90 matmuls of that size; ``muonlab bench family`` times each choice. The step size
+``ns_steps=4`` (Muon's default: σ ∈ ≈ [0.86, 1.14] for κ ≤ 100). An SVD costs many matmuls of the
+matrix's size; ``muonlab bench family`` times each choice (BENCHMARKS.md). The step size
 schedule η_t (constant, or geometric η₀ρᵗ for linear convergence) comes from a torch LR scheduler,
 e.g. ``torch.optim.lr_scheduler.ExponentialLR(opt, gamma=ρ)``.
 """
