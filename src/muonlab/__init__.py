@@ -15,6 +15,7 @@ every import, lazy ones included):
   ``*/cli.py``).
 """
 
+from muonlab.integrations import hf_optimizer, peak_lrs
 from muonlab.linalg import nuclear_norm, polar, spectral_power
 from muonlab.optim import (
     OPTIMIZERS,
@@ -43,9 +44,11 @@ __all__ = [
     "SpectralSGD",
     "__version__",
     "explain",
+    "hf_optimizer",
     "make_optimizer",
     "nuclear_norm",
     "param_groups",
+    "peak_lrs",
     "polar",
     "spectral_power",
 ]

@@ -48,7 +48,7 @@ def test_tied_weight_is_a_head_and_listed_once():
     model = TinyNet(tie=True)
     routes = route(model)
     tied = [r for r in routes if r.param is model.emb.weight]
-    assert len(tied) == 1 and tied[0].kind == "head" and "tied" in tied[0].reason
+    assert len(tied) == 1 and tied[0].kind == "head" and tied[0].criterion == "tied"
     groups = param_groups(model)
     flat = [p for g in groups for p in g["params"]]
     assert len(flat) == len(set(map(id, flat))) == len(list(model.parameters()))
@@ -150,13 +150,13 @@ def test_no_guess_when_a_head_is_named_tied_or_overridden_or_the_last_layer_feed
     assert not any(r.guessed for r in route(TinyNet(tie=True)))               # tied
     square = _mlp(16, 16, 16)                                                 # last width read by the first layer
     assert {r.kind for r in route(square) if r.param.dim() == 2} == {"matrix"}
-    model = _mlp(20, 16, 3)
+    model = _mlp(20, 16, 5)
     assert _kinds(model, guess_head=False)["2.weight"] == "matrix"
     assert _kinds(model, overrides={"2.weight": "matrix"})["2.weight"] == "matrix"
     # a head given explicitly elsewhere suppresses the guess entirely
     kinds = _kinds(model, overrides={"0.weight": "head"})
     assert kinds["0.weight"] == "head" and kinds["2.weight"] == "matrix"
-    frozen_last = _mlp(20, 16, 3)
+    frozen_last = _mlp(20, 16, 5)
     frozen_last[2].requires_grad_(False)                  # a frozen output layer: the layer before it stays hidden
     assert _kinds(frozen_last)["0.weight"] == "matrix"
 
@@ -168,3 +168,135 @@ def test_explain_marks_guessed_routes_and_says_how_to_override_them():
     assert note.startswith("guessed: 2.weight") and "overrides={'2.weight': 'matrix'}" in note
     assert "guess_head=False" in note
     assert "guessed" not in muonlab.explain(TinyNet(), file=None)
+
+
+# ---------------------------------------------------------------- routing criteria from the model (docs/routing.md)
+class Conv1D(nn.Module):
+    """A transposed linear as Hugging Face stores it: weight (nx, nf) = (in, out)."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, self.nx), self.weight).reshape(*x.shape[:-1], self.nf)
+
+
+class Tokens(nn.Module):
+    def __init__(self, dim=16, patches=9):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, patches + 1, dim))
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(25, 8))
+        self.latents = nn.Parameter(torch.zeros(6, dim))
+        self.experts = nn.Parameter(torch.zeros(4, 2 * dim, dim))
+
+
+class Zoo(nn.Module):
+    """One of each shape the criteria are about."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.tokens = Tokens(dim)
+        self.c_attn = Conv1D(3 * dim, dim)
+        self.c_fc = Conv1D(4 * dim, dim)
+        self.dwconv = nn.Conv2d(dim, dim, 7, groups=dim)
+        self.conv = nn.Conv2d(dim, dim, 3)
+        self.seq_relationship = nn.Linear(dim, 2)
+        self.thin = nn.Linear(dim * 200, dim)
+        self.gate = nn.Linear(dim, 8, bias=False)            # an MoE router: fewer outputs than inputs
+        self.shared_expert_gate = nn.Linear(dim, 1, bias=False)
+        self.mlp_gate = nn.Linear(dim, 4 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.head = nn.Linear(dim, 10)
+
+    def no_weight_decay(self):
+        return {"tokens.pos_embed", "tokens.cls_token", "c_attn.*"}
+
+
+def _routes(model, **kw):
+    return {r.name: r for r in route(model, **kw)}
+
+
+def test_every_criterion_of_the_model_is_named_in_the_route():
+    r = _routes(Zoo())
+    want = {
+        "tokens.cls_token": ("embedding", ("embedding_role", "no_weight_decay")),
+        "tokens.pos_embed": ("embedding", ("embedding_role", "no_weight_decay")),
+        "tokens.relative_position_bias_table": ("embedding", ("embedding_role",)),
+        "tokens.latents": ("embedding", ("embedding_role",)),
+        "tokens.experts": ("matrix", ("stack",)),
+        "c_attn.weight": ("matrix", ("transposed", "fused", "no_weight_decay")),
+        "c_fc.weight": ("matrix", ("transposed",)),
+        "dwconv.weight": ("vector", ("depthwise",)),
+        "conv.weight": ("matrix", ("conv",)),
+        "seq_relationship.weight": ("vector", ("degenerate",)),
+        "thin.weight": ("vector", ("degenerate",)),
+        "gate.weight": ("matrix", ("router",)),
+        "shared_expert_gate.weight": ("vector", ("degenerate",)),
+        "mlp_gate.weight": ("matrix", ("matrix",)),
+        "qkv.weight": ("matrix", ("matrix", "fused")),
+        "head.weight": ("head", ("named_head",)),
+    }
+    assert {n: (x.kind, x.criteria) for n, x in r.items() if n in want} == want
+    assert r["c_attn.weight"].options == {"transposed": True, "split_sizes": (16, 16, 16), "no_weight_decay": True}
+    assert "(48, 16) matrix it is" in r["c_attn.weight"].reason
+    assert r["qkv.weight"].options["split_sizes"] == (16, 16, 16)
+    assert "smaller side 2 < 4" in r["seq_relationship.weight"].reason
+    assert "aspect ratio 200 > 128" in r["thin.weight"].reason
+    text = muonlab.explain(Zoo(), file=None)
+    for name, (_, criteria) in want.items():
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        assert f" {criteria[0]}: " in line, line
+
+
+def test_criteria_switch_off_one_by_one():
+    for criterion, name, kind in [("embedding_role", "tokens.cls_token", "vector"),   # then: degenerate (1×16)
+                                  ("depthwise", "dwconv.weight", "matrix"),
+                                  ("degenerate", "seq_relationship.weight", "matrix"),
+                                  ("router", "gate.weight", "matrix"),
+                                  ("named_head", "head.weight", "head")]:      # then: the guessed output layer
+        before = _routes(Zoo())[name]
+        after = _routes(Zoo(), disable=(criterion,))[name]
+        assert criterion in before.criteria and criterion not in after.criteria and after.kind == kind, after
+    assert _routes(Zoo(), disable=("named_head", "guessed_head"))["head.weight"].kind == "matrix"
+    off = _routes(Zoo(), disable=("transposed", "fused", "no_weight_decay"))
+    assert off["c_attn.weight"].options == {} and off["c_attn.weight"].criteria == ("matrix",)
+    assert off["tokens.cls_token"].criteria == ("embedding_role",)
+    with pytest.raises(ValueError, match="disable must name criteria"):
+        route(Zoo(), disable=("degenrate",))
+
+
+def test_routers_follow_router_kind_and_the_thresholds_are_settable():
+    assert _routes(Zoo(), router_kind="head")["gate.weight"].kind == "head"
+    assert _routes(Zoo(), min_dim=2)["seq_relationship.weight"].kind == "matrix"
+    assert _routes(Zoo(), max_aspect=300)["thin.weight"].kind == "matrix"
+    with pytest.raises(ValueError, match="router_kind"):
+        route(Zoo(), router_kind="adamw")
+    with pytest.raises(ValueError, match="min_dim"):
+        route(Zoo(), min_dim=0)
+
+
+def test_user_heads_replace_a_fused_split():
+    r = _routes(Zoo(), heads={"c_attn.weight": {"split_sizes": (16, 16, 16), "num_heads": 4}})["c_attn.weight"]
+    assert r.options == {"transposed": True, "split_sizes": (16, 16, 16), "num_heads": 4, "no_weight_decay": True}
+    assert "fused" not in r.criteria and "heads" in r.criteria
+
+
+def test_no_weight_decay_names_get_zero_decay_in_their_part():
+    groups = param_groups(Zoo())
+    by_name = {n: g for g in groups for n in g["param_names"]}
+    assert by_name["tokens.pos_embed"]["adamw_weight_decay"] == 0.0
+    assert by_name["c_attn.weight"]["weight_decay"] == 0.0 and by_name["c_attn.weight"]["transposed"] is True
+    assert "weight_decay" not in by_name["c_fc.weight"] and "adamw_weight_decay" not in by_name["tokens.latents"]
+
+
+def test_matrix_first_puts_the_spectral_groups_first_in_their_order():
+    plain = param_groups(Zoo())
+    first = param_groups(Zoo(), matrix_first=True)
+    assert [g["kind"] for g in first][:1] == ["matrix"] and plain[0]["kind"] != "matrix"
+    key = lambda g: tuple(g["param_names"])  # noqa: E731
+    assert [key(g) for g in first] == [key(g) for g in plain if g["kind"] == "matrix"] + [
+        key(g) for g in plain if g["kind"] != "matrix"]

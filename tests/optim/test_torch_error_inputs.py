@@ -7,7 +7,10 @@ add_param_group fills the dicts it is given in place), and muonlab's message mus
 
 Two of torch's Muon-specific inputs differ on purpose: a 3-D parameter (torch: "Muon only supports 2D parameters";
 muonlab flattens or batches it, README) and a complex parameter (torch: RuntimeError at the first step; muonlab:
-ValueError naming the parameter at construction, before any work).
+ValueError naming the parameter at construction, before any work). So do two of the generic ones: a group with
+names after one without, and one without after one with (torch: "all optimizer param groups should be with/without
+names"; muonlab generates the missing names, because frameworks add unnamed groups to optimizers built from
+``param_groups(model)``: tests/optim/test_group_traps.py).
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ def _cases():
         "a parameter in two groups": ([{"params": a}, {"params": a}], {}),
         "2-element tensor lr": ([a], {"lr": torch.tensor([0.001, 0.001])}),
         "named and unnamed params mixed": ([("weight", a), b], {}),
-        "group with names after one without": ([{"params": [a], "lr": 1e-2}, {"params": [("weight", b)]}], {}),
-        "group without names after one with": ([{"params": [("weight", b)]}, {"params": [a]}], {}),
         "empty parameter list": ([], {}),
         "non-leaf tensor": ([a * 2], {}),
         "unknown adjust_lr_fn (torch's Muon-specific input)": ([a], {"adjust_lr_fn": "arbitrary"}),
@@ -57,6 +58,16 @@ def test_muonlab_muon_raises_what_torch_muon_raises(case):
     assert torch_type is not None, f"torch.optim.Muon accepts {case!r}: the case list is out of date"
     assert ours_type is torch_type, f"{case}: torch raises {torch_type.__name__}, muonlab {ours_type}: {ours_message}"
     assert re.search(re.escape(torch_message), ours_message), f"{case}: {ours_message!r} lacks {torch_message!r}"
+
+
+def test_groups_with_and_without_names_mix_where_torch_refuses():
+    a, b = Parameter(torch.randn(2, 2)), Parameter(torch.randn(2, 2))
+    for groups in ([{"params": [a], "lr": 1e-2}, {"params": [("weight", b)]}],
+                   [{"params": [("weight", b)]}, {"params": [a]}]):
+        with pytest.raises(ValueError, match="with/without names"):
+            torch.optim.Muon([dict(g) for g in groups])
+        opt = muonlab.Muon(groups)
+        assert all(len(g["param_names"]) == len(g["params"]) for g in opt.param_groups)
 
 
 def test_a_one_element_tensor_lr_is_accepted_as_by_torch():

@@ -123,17 +123,13 @@ class OptimizerDistribution:
         list of whole tensors to as many whole results (pure; batched as it likes)."""
         distribution = self.resolve(params)
         if distribution is None:
-            self.stats.flops += sum(costs)
-            self.stats.matrices += len(inputs)
+            self._count(sum(costs), len(inputs))
             return fn(inputs)
         world_size = dist.get_world_size(distribution.group)
         cost_of = {tuple(p.shape): c for p, c in zip(params, costs)}
         owners = assign_owners([p.shape for p in params], world_size, cost=lambda s: cost_of[tuple(s)])
         rank = dist.get_rank(distribution.group)
-        for cost, owner in zip(costs, owners):
-            if owner == rank:
-                self.stats.flops += cost
-                self.stats.matrices += 1
+        self._count(sum(c for c, owner in zip(costs, owners) if owner == rank), owners.count(rank))
         return map_whole(
             fn,
             inputs,
@@ -146,6 +142,13 @@ class OptimizerDistribution:
         )
 
     # ------------------------------------------------------------------ helpers
+    # Host-side counters: eager under torch.compile(opt.step), which would otherwise guard on their running values
+    # and recompile at every step.
+    @torch.compiler.disable
+    def _count(self, flops: float, matrices: int) -> None:
+        self.stats.flops += flops
+        self.stats.matrices += matrices
+
     def _process_groups(self, all_params: Sequence[Sequence[Tensor]]) -> list[tuple[object, torch.device]]:
         seen: dict[int, tuple[object, torch.device]] = {}
         for params in all_params:

@@ -15,6 +15,7 @@ progress comes as an argument: the :class:`muonlab.optim.state.StepContext` or t
 
 from __future__ import annotations
 
+import warnings
 from abc import ABCMeta, abstractmethod
 from collections import defaultdict
 from typing import Iterable, Mapping
@@ -28,6 +29,7 @@ from muonlab.optim import pipeline as pl
 from muonlab.optim.chunks import ChunkPlans, scratch_budget, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
+from muonlab.optim.routing import looks_unrouted
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
 from muonlab.optim.state import StepContext, local, state_dtype
 
@@ -95,6 +97,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             tensor_layout=tensor_layout,
             num_heads=num_heads,
             split_sizes=split_sizes,
+            # per group, set by routing (a weight stored as (in, out)); not an optimizer-wide option
+            transposed=False,
             cautious_wd=cautious_wd,
         )
         gr.check_adamw_part(defaults, "")
@@ -113,7 +117,25 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
 
     # ------------------------------------------------------------------ groups and their settings
     def add_param_group(self, param_group: dict) -> None:
+        """torch's ``add_param_group``, with muonlab's routing: a group without ``"kind"`` is split (≥ 2-D → spectral,
+        the rest → AdamW). Groups with and without names mix: a group added without names after named ones
+        (Lightning's ``BaseFinetuning``, any ``opt.add_param_group({"params": ...})`` after
+        ``param_groups(model)``) gets generated names ``group{i}.param{j}``, and named groups added to unnamed ones
+        give those generated names (torch.optim requires all or none)."""
         group = gr.normalize(param_group, self.defaults, type(self).__name__)
+        gr.match_names(self.param_groups, group)
+        if group.get("kind") in (None, "auto") and group.get("param_names"):
+            unrouted = looks_unrouted([n for n, p in zip(group["param_names"], group["params"]) if p.dim() >= 2])
+            if unrouted:
+                warnings.warn(
+                    f"{type(self).__name__}: named parameters without a 'kind' are routed by shape alone: every ≥ 2-D "
+                    f"tensor gets the spectral update, including {', '.join(map(repr, unrouted[:4]))}"
+                    f"{' …' if len(unrouted) > 4 else ''} (named like an embedding or an output head, which want "
+                    "AdamW). Routing by module needs the model: pass muonlab.param_groups(model) "
+                    "(muonlab.explain(model) shows each decision)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         for routed in gr.split_by_kind(group):
             where = f"param group {len(self.param_groups)} ({routed['kind']}): "
             gr.route(routed, self.defaults, where)
@@ -162,6 +184,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         """
         known = set(self.defaults) | gr.GROUP_KEYS
         state_dict = dict(state_dict, param_groups=[gr.rename_old_keys(dict(g), known) for g in state_dict["param_groups"]])
+        gr.check_same_groups(type(self).__name__, state_dict["param_groups"], self.param_groups)
         super().load_state_dict(state_dict)
         self._settings.clear()
         for index, group in enumerate(self.param_groups):
@@ -229,6 +252,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 self._spectral_step(ctx, group["params"], params, local_params, grads)
         return loss
 
+    # Eager under torch.compile(opt.step): the bias corrections read Python-int step counts (exact resume), which a
+    # traced step would bake in as constants and recompile for at every step.
+    @torch.compiler.disable
     def _adamw_step(self, ctx: StepContext, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         exp_avgs = ctx.buffers(params, "exp_avg")
         exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
@@ -308,8 +334,17 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         acts only where the parameter and the update share a sign, i.e. where the step already shrinks
         |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = ctx.lr
+        keep = 1 - lr * ctx.weight_decay
+        if torch.compiler.is_compiling():
+            # Traced (torch.compile(opt.step)): per-tensor ops, whose float operands dynamo keeps symbolic after the
+            # first change; a foreach op's Scalar argument would be baked in and recompiled for at every scheduler
+            # step. The compiler fuses the loop.
+            for p, u in zip(params, updates):
+                if ctx.weight_decay:
+                    p.copy_(torch.where(p * u >= 0, p * keep, p) if ctx.settings.cautious_wd else p * keep)
+                p.sub_(u * lr)
+            return
         if ctx.weight_decay:
-            keep = 1 - lr * ctx.weight_decay
             if ctx.settings.cautious_wd:
                 for p, u in zip(params, updates):
                     p.copy_(torch.where(p * u >= 0, p * keep, p))

@@ -93,6 +93,8 @@ class ChunkPlans:
         self._chunk_bytes = chunk_bytes
         self._plans: dict[int, tuple] = {}  # id(group) -> (key, chunks, costs)
 
+    # host-side planning, cached: nothing for torch.compile(opt.step) to trace
+    @torch.compiler.disable
     def get(
         self,
         group_id: int,

@@ -26,7 +26,7 @@ RENAMED_KEYS = {"update": "rule", "steps": "ns_steps"}
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
 # Keys every group carries whatever its rule: the AdamW part's and the block layout.
-SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes")
+SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes", "transposed")
 
 
 def label(group: Mapping, index: int) -> str:
@@ -94,6 +94,40 @@ def normalize(param_group: dict, defaults: Mapping, owner: str) -> dict:
     return group
 
 
+def match_names(groups: list[dict], group: dict) -> None:
+    """Make ``group`` and the optimizer's ``groups`` all named or all unnamed, as torch.optim requires, by generating
+    ``group{i}.param{j}`` names for the side that has none (see SpectralOptimizer.add_param_group)."""
+    if not groups:
+        return
+    named = ["param_names" in g for g in groups]
+    if all(named) and "param_names" not in group:
+        index = len(groups)
+        group["param_names"] = [f"group{index}.param{j}" for j in range(len(group["params"]))]
+    elif not any(named) and "param_names" in group:
+        for i, g in enumerate(groups):
+            g["param_names"] = [f"group{i}.param{j}" for j in range(len(g["params"]))]
+
+
+def _layout(groups) -> str:
+    return ", ".join(f"{g.get('kind', '?')} ({len(g['params'])})" for g in groups)
+
+
+def check_same_groups(owner: str, saved: list[Mapping], current: list[Mapping]) -> None:
+    """Refuse a state dict whose groups do not have the sizes of this optimizer's, in one message that says what
+    each side has and how to build the optimizer the saving one was (torch's own message names neither)."""
+    if len(saved) == len(current) and all(len(s["params"]) == len(c["params"]) for s, c in zip(saved, current)):
+        return
+    routed = all("kind" in g for g in saved) and any(g.get("kind") != "matrix" and g.get("kind") != "vector"
+                                                      for g in saved)
+    how = ("it was built from muonlab.param_groups(model) (embedding/head groups): build this one the same way, "
+           f"{owner}(muonlab.param_groups(model), ...), with the same routing arguments" if routed else
+           "build this optimizer with the same parameter groups, in the same order, as the one that saved it")
+    raise ValueError(
+        f"{owner}.load_state_dict: the state dict has {len(saved)} param groups [kind (parameters): {_layout(saved)}] "
+        f"and this optimizer {len(current)} [{_layout(current)}]; {how}"
+    )
+
+
 def split_by_kind(group: dict) -> list[dict]:
     """The group itself when it has a kind; else a matrix group of its ≥ 2-D parameters and a vector group of the
     rest (an empty group becomes an empty matrix group)."""
@@ -152,10 +186,12 @@ def check_matrices(group: Mapping, blocks: Blocks, where: str) -> None:
                 f"{where}{label(group, i)} has shape {tuple(p.shape)}: a 'matrix' group needs "
                 "parameters with at least 2 dimensions (put vectors in a 'vector' group)"
             )
+        if blocks.transposed and p.dim() != 2:
+            raise ValueError(f"{where}{label(group, i)} has shape {tuple(p.shape)}: transposed=True applies to 2-D "
+                             "weights stored as (in, out)")
         if blocks.whole:
             continue
         try:
-            rows = pl.matrix_batch(p.detach(), blocks.tensor_layout).shape[1]
-            pl.row_sections(rows, blocks.split_sizes, blocks.num_heads)
+            pl.block_shapes(p.shape, blocks)
         except ValueError as err:
             raise ValueError(f"{where}{label(group, i)}: {err}") from None

@@ -21,6 +21,10 @@ def check_policy(on_nonfinite: str) -> None:
         raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
 
 
+# Under torch.compile(opt.step): the answer is a host-side decision (take the step or skip it), which a traced
+# step can only reach through a graph break at the device→host read; run eagerly, that break is an expected one
+# (no "Tensor.item()" warning) and the traced code on either side stays the same at every step.
+@torch.compiler.disable
 def all_finite(grads: list[torch.Tensor]) -> bool:
     """One host sync per device: no NaN/Inf in any gradient.
 

@@ -41,14 +41,17 @@ DEFAULT_BETA2 = 0.95
 DEFAULT_ROW_EPS = 1e-8
 
 
-def row_layout(shape: Sequence[int], tensor_layout: str) -> tuple[tuple[int, ...], int]:
+def row_layout(shape: Sequence[int], blocks: Blocks) -> tuple[tuple[int, ...], int]:
     """(shape of the rows, columns per row) of a parameter as the optimizer sees it.
 
     2-D (m, n) and ``"flatten"`` (out, in, k…): rows (m,), columns n or in·k…; ``"batch"`` (…, m, n): rows
     (…, m), columns n. The row shape is a prefix of the parameter's shape, so a sharding of the parameter
-    along one of its row dimensions shards the rows the same way."""
+    along one of its row dimensions shards the rows the same way — except for a ``transposed`` (in, out) weight,
+    whose rows are its n output columns, (n,), of m entries each."""
     shape = tuple(int(s) for s in shape)
-    if len(shape) == 2 or tensor_layout == "flatten":
+    if len(shape) == 2 and blocks.transposed:
+        return shape[1:], shape[0]
+    if len(shape) == 2 or blocks.tensor_layout == "flatten":
         return shape[:1], math.prod(shape[1:])
     return shape[:-1], shape[-1]
 
@@ -69,7 +72,7 @@ def row_blocks(
     Blocks are those of :func:`muonlab.optim.pipeline.to_blocks` (matrices of a stack, ``split_sizes``
     sections, ``num_heads`` heads); s is the shape scale of ``adjust_lr_fn``; both tensors have the parameter's
     row shape (:func:`row_layout`)."""
-    rows_shape, cols = row_layout(shape, blocks.tensor_layout)
+    rows_shape, cols = row_layout(shape, blocks)
     rows = rows_shape[-1]  # of each matrix
     matrices = math.prod(rows_shape) // rows
     sections = pl.row_sections(rows, blocks.split_sizes, blocks.num_heads)
@@ -137,8 +140,13 @@ class NorMuon(Muon):
         for i, p in enumerate(group["params"]):
             if not hasattr(p, "placements"):
                 continue
-            row_dims = len(row_layout(p.shape, settings.blocks.tensor_layout)[0])
+            row_dims = len(row_layout(p.shape, settings.blocks)[0])
             for placement in p.placements:
+                if placement.is_shard() and settings.blocks.transposed:
+                    raise ValueError(
+                        f"NorMuon: {label(group, i)} (shape {tuple(p.shape)}, transposed) is sharded: its rows are "
+                        "output columns, which a shard cuts; replicate it or store it as (out, in)"
+                    )
                 if placement.is_shard() and placement.dim % p.dim() >= row_dims:
                     raise ValueError(
                         f"NorMuon: {label(group, i)} (shape {tuple(p.shape)}) is sharded along dim "
@@ -153,8 +161,9 @@ class NorMuon(Muon):
         owner = ctx.owner(local)
         state = ctx.state[owner]
         if ROW_STATE not in state:
-            rows_shape, _ = row_layout(owner.shape, ctx.settings.blocks.tensor_layout)
-            zeros = torch.zeros(local.shape[: len(rows_shape)], dtype=state_dtype(owner), device=local.device)
+            rows_shape, _ = row_layout(owner.shape, ctx.settings.blocks)
+            local_rows = rows_shape if ctx.settings.blocks.transposed else local.shape[: len(rows_shape)]
+            zeros = torch.zeros(local_rows, dtype=state_dtype(owner), device=local.device)
             if owner is not local:
                 from torch.distributed.tensor import DTensor
 
@@ -180,7 +189,7 @@ class NorMuon(Muon):
         cached = self._row_cache.get(key)
         if cached is None:
             ids, inv_s2, blocks = row_blocks(owner.shape, settings.blocks, settings.adjust_lr_fn, local.device)
-            cols = row_layout(owner.shape, settings.blocks.tensor_layout)[1]
+            cols = row_layout(owner.shape, settings.blocks)[1]
             inv_s2_per_col = inv_s2 / cols
             if sharding is not None:
                 from torch.distributed.tensor import DTensor, Replicate
@@ -206,7 +215,9 @@ class NorMuon(Muon):
         # the row work in ≥ the state's precision (fp32 for half parameters, fp64 for fp64 ones)
         works = [torch.promote_types(v.dtype, u.dtype) for v, u in zip(moments, updates)]
         layouts = [self._local_rows(ctx, p, w) for p, w in zip(params, works)]
-        rows = [u.reshape(-1, cols) for u, (_, _, cols) in zip(updates, layouts)]
+        transposed = ctx.settings.blocks.transposed
+        # a transposed (in, out) update's rows are its columns: a view, scaled in place below
+        rows = [u.mT if transposed else u.reshape(-1, cols) for u, (_, _, cols) in zip(updates, layouts)]
         # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
         squares = [torch.linalg.vector_norm(r, dim=-1, dtype=w) for r, w in zip(rows, works)]
         torch._foreach_mul_(squares, squares)
@@ -219,7 +230,8 @@ class NorMuon(Muon):
         torch._foreach_add_(inverse, row_eps)
         torch._foreach_reciprocal_(inverse)
         factors = _frobenius_kept([ctx.owner(p) for p in params], layouts, squares, inverse)
-        normalized = [r.mul_(f.unsqueeze(-1)).reshape(u.shape) for r, f, u in zip(rows, factors, updates)]
+        normalized = [r.mul_(f.unsqueeze(-1)) for r, f in zip(rows, factors)]
+        normalized = [r.mT if transposed else r.reshape(u.shape) for r, u in zip(normalized, updates)]
         del rows, factors
         super().apply_updates(ctx, params, grads, normalized)
 

@@ -15,6 +15,7 @@ package supply the moment and the transform.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -88,6 +89,8 @@ def block_shapes(shape: Sequence[int], blocks) -> tuple[tuple[int, int, int], ..
     shape = tuple(int(s) for s in shape)
     if len(shape) == 2:
         batch, rows, cols = 1, shape[0], shape[1]
+        if blocks.transposed:
+            rows, cols = cols, rows
     elif blocks.tensor_layout == "flatten":
         batch, rows, cols = 1, shape[0], math.prod(shape[1:])
     else:
@@ -102,10 +105,10 @@ def to_blocks(t: torch.Tensor, blocks) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
     Per-head orthogonalization (``num_heads``) splits rows (dim −2) into equal head blocks; fused
-    projections (``split_sizes``, e.g. QKV) split rows into sections first. Blocks are views
-    where the layout allows.
+    projections (``split_sizes``, e.g. QKV) split rows into sections first; a ``transposed`` (in, out) weight is
+    cut as its (out, in) transpose. Blocks are views where the layout allows.
     """
-    x = matrix_batch(t, blocks.tensor_layout)
+    x = matrix_batch(t.mT if blocks.transposed else t, blocks.tensor_layout)
     if blocks.whole:
         return [x]
     batch, rows, cols = x.shape
@@ -115,7 +118,10 @@ def to_blocks(t: torch.Tensor, blocks) -> list[torch.Tensor]:
 
 
 def from_blocks(parts: Sequence[torch.Tensor], like: torch.Tensor, blocks) -> torch.Tensor:
-    """Inverse of :func:`to_blocks`: assemble blocks into a tensor of ``like``'s shape."""
+    """Inverse of :func:`to_blocks`: assemble blocks into a tensor of ``like``'s shape (contiguous for a
+    ``transposed`` weight: the update is written back as (in, out))."""
+    if blocks.transposed:
+        return from_blocks(parts, like.mT, dataclasses.replace(blocks, transposed=False)).mT.contiguous()
     if len(parts) == 1 and blocks.num_heads in (None, 0, 1):
         return parts[0].reshape(like.shape)
     batch = matrix_batch(like, blocks.tensor_layout).shape[0]

@@ -52,6 +52,14 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 }
 
 _TORCH_ONLY = ("adamw", "sgd")
+_ROUTING_KEYS = ("kind", "tensor_layout", "num_heads", "split_sizes", "transposed")
+
+
+def _torch_group(group: dict) -> dict:
+    out = {k: v for k, v in group.items() if k not in _ROUTING_KEYS and k != "adamw_weight_decay"}
+    if "adamw_weight_decay" in group:
+        out["weight_decay"] = group["adamw_weight_decay"]
+    return out
 
 
 def make_optimizer(name: str, params: Iterable, **kwargs) -> torch.optim.Optimizer:
@@ -68,7 +76,8 @@ def make_optimizer(name: str, params: Iterable, **kwargs) -> torch.optim.Optimiz
         params = [params]
     params = list(params)
     if name in _TORCH_ONLY and params and isinstance(params[0], dict):
-        # torch optimizers keep unknown group keys; drop ours so nothing there pretends to matter.
-        params = [{k: v for k, v in g.items() if k not in ("kind", "tensor_layout", "num_heads", "split_sizes")} for g in params]
+        # torch optimizers keep unknown group keys; drop ours so nothing there pretends to matter (a group's
+        # adamw_weight_decay, from a model's no_weight_decay(), is its weight_decay there).
+        params = [_torch_group(g) for g in params]
     options = {**spec.defaults, **kwargs}
     return spec.factory(params, **options)

@@ -94,11 +94,14 @@ class Blocks:
 
     ``tensor_layout``: ≥ 3-D tensors as one flattened (out, in·k…) matrix (``"flatten"``) or a batch of their last
     two dims (``"batch"``); ``split_sizes`` cut the rows into sections (fused projections), ``num_heads`` each
-    section into equal head blocks."""
+    section into equal head blocks; ``transposed``: 2-D parameters stored as (in, out) — Hugging Face's ``Conv1D`` —
+    are seen as the (out, in) matrix they are (rows are output features for the sections, the heads, the shape scale
+    and NorMuon's row moment)."""
 
     tensor_layout: str = "flatten"
     num_heads: int | None = None
     split_sizes: tuple[int, ...] | None = None
+    transposed: bool = False
 
     @property
     def whole(self) -> bool:
@@ -118,7 +121,9 @@ class Blocks:
             not isinstance(sizes, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in sizes)
         ):
             raise ValueError(f"{where}split_sizes must be None or a sequence of positive ints, got {sizes!r}")
-        return cls(layout, heads, tuple(sizes) if sizes is not None else None)
+        transposed = group.get("transposed", False)   # absent from groups saved before it existed
+        check_bool(transposed, f"{where}transposed")
+        return cls(layout, heads, tuple(sizes) if sizes is not None else None, transposed)
 
 
 @dataclass(frozen=True)

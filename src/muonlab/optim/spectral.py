@@ -246,6 +246,8 @@ class SpectralAdam(_PowerTransform):
         return SpectralAdamSettings(**common, **power_fields(group, where), betas=tuple(group["betas"]),
                                     eps=group["eps"])
 
+    # eager under torch.compile(opt.step), as the AdamW part: Python-int step counts (see SpectralOptimizer._adamw_step)
+    @torch.compiler.disable
     def spectral_inputs(self, ctx, params, grads):
         exp_avgs = ctx.buffers(params, "exp_avg")
         exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
