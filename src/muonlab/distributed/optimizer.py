@@ -6,14 +6,18 @@ parameter lists and tensors — never the optimizer's group settings:
 
 - construction: :meth:`OptimizerDistribution.validate` resolves every param group (replicated,
   sharded, or single process) and raises on bad input (DTensor and plain tensors in one group,
-  2-D meshes, unsupported placements) — locally, on every rank, before any collective;
+  meshes that are not sub-meshes of one, ``Partial`` placements) — locally, on every rank, before any
+  collective;
 - each step, before touching anything: :meth:`agree` — one all-reduce of three numbers per process
   group makes every rank take the same decision (skip on a non-finite gradient anywhere) and
   catches ranks whose parameter lists differ (a checksum), raising the same error everywhere;
 - the matrix work, chunk by chunk: :meth:`chunk_bytes` says how large a chunk may be for the scratch
   budget, and :meth:`map_matrices` runs the optimizer's pure function of whole matrices once per matrix,
   on its owner rank, through :func:`muonlab.distributed.comm.map_whole`. The optimizer passes local
-  tensors, the parameters (for their layout) and each matrix's cost; nothing here reads its settings.
+  tensors, the parameters (for their layout), each matrix's cost and, optionally, how each parameter is
+  cut into blocks (:class:`~muonlab.distributed.blocks.MatrixBlocks`: pieces that are whole blocks — an
+  expert stack cut on its expert dim, heads cut on head boundaries — are computed where they live, with no
+  collective); nothing here reads its settings.
 
 Everything elementwise (momentum, the AdamW part, applying the update) stays where it is: on the
 local shard of a DTensor, or on each rank's replica.
@@ -21,6 +25,7 @@ local shard of a DTensor, or on each rank's replica.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
@@ -28,7 +33,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from muonlab.distributed.comm import CommStats, map_whole
+from muonlab.distributed.blocks import MatrixBlocks, local_sections
+from muonlab.distributed.comm import LOCAL, CommStats, map_whole
+from muonlab.distributed.layout import Layout
 from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
     Distribution,
@@ -41,28 +48,37 @@ from muonlab.distributed.resolve import (
 
 
 class OptimizerDistribution:
-    """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a 1-D DeviceMesh."""
+    """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a DeviceMesh."""
 
     def __init__(self, distributed="auto") -> None:
         resolve_distribution([], distributed)  # checks the setting itself (no parameters needed)
         self.setting = distributed
         self.stats = CommStats()
-        self._resolved: dict[int, tuple[tuple[int, ...], Distribution | None]] = {}
+        self._resolved: dict[tuple[int, ...], Distribution | None] = {}
+        self._layouts: dict[int, tuple[Tensor, Layout]] = {}
 
     # ------------------------------------------------------------------ construction
     def resolve(self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group") -> Distribution | None:
         """The distribution of one list of parameters (cached while the list is unchanged). ``whole_matrices``:
         they will be transformed as whole matrices, so their layouts must be ones :func:`map_whole` can gather."""
         key = tuple(id(p) for p in params)
-        cached = self._resolved.get(key)
-        if cached is not None:
-            return cached[1]
+        if key in self._resolved:
+            return self._resolved[key]
         resolved = resolve_distribution(list(params), self.setting, where)
         if resolved is not None and whole_matrices:
             for i, p in enumerate(params):
-                layout_of(p, f"{where}, parameter {i}")
-        self._resolved[key] = (key, resolved)
+                self.layout(p, resolved, f"{where}, parameter {i}")  # raises on placements we cannot handle
+        self._resolved[key] = resolved
         return resolved
+
+    def layout(self, p: Tensor, distribution: Distribution, name: str = "parameter") -> Layout:
+        """``p``'s :class:`Layout` over the distribution's process group (cached per parameter)."""
+        cached = self._layouts.get(id(p))
+        if cached is not None and cached[0] is p:
+            return cached[1]
+        layout = layout_of(p, name, distribution.mesh)
+        self._layouts[id(p)] = (p, layout)
+        return layout
 
     def validate(self, groups: Sequence[tuple[Sequence[Tensor], bool]]) -> None:
         """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs."""
@@ -104,7 +120,7 @@ class OptimizerDistribution:
         if distribution is None:
             return max(1, budget // 5)
         world_size = dist.get_world_size(distribution.group)
-        if distribution.kind == "sharded":
+        if distribution.mode == "sharded":
             return max(1, budget * world_size // 5)
         return max(1, budget * world_size // (world_size + 3))
 
@@ -115,34 +131,57 @@ class OptimizerDistribution:
         params: list[Tensor],
         costs: list[float],
         comm_dtype: torch.dtype | None = None,
+        blocks: Sequence[MatrixBlocks | None] | None = None,
     ) -> list[Tensor]:
         """``fn(inputs)`` with every matrix computed whole, once, on one rank; results as local tensors.
 
         ``inputs[i]`` is the local part (the shard under FSDP2, the whole tensor otherwise) of a tensor
         laid out like ``params[i]``; ``costs[i]`` weighs its work for the split across ranks. ``fn`` maps a
-        list of whole tensors to as many whole results (pure; batched as it likes)."""
+        list of whole tensors to as many whole results (pure; batched as it likes).
+
+        ``blocks`` (one :class:`MatrixBlocks` or None per parameter): how each parameter is cut into the
+        matrices ``fn`` orthogonalizes separately. Then ``fn`` is called as ``fn(tensors, sections)``, where
+        ``sections[i]`` are the row sections of ``tensors[i]`` — the parameter's own for a whole tensor, the
+        piece's for a piece made of whole blocks, which is computed on the rank that holds it (no collective)."""
         distribution = self.resolve(params)
+        sections = [b.sections if b is not None else None for b in blocks] if blocks is not None else None
         if distribution is None:
             self.stats.flops += sum(costs)
             self.stats.matrices += len(inputs)
-            return fn(inputs)
+            return fn(inputs) if sections is None else fn(inputs, sections)
         world_size = dist.get_world_size(distribution.group)
-        cost_of = {tuple(p.shape): c for p, c in zip(params, costs)}
-        owners = assign_owners([p.shape for p in params], world_size, cost=lambda s: cost_of[tuple(s)])
         rank = dist.get_rank(distribution.group)
-        for cost, owner in zip(costs, owners):
+        layouts = [self.layout(p, distribution) for p in params]
+        local = [False] * len(params)
+        if blocks is not None:
+            for i, (layout, b) in enumerate(zip(layouts, blocks)):
+                found = local_sections(layout, b, rank)
+                if found is not False:
+                    local[i], sections[i] = True, found
+        whole = [i for i in range(len(params)) if not local[i]]
+        cost_of = {tuple(params[i].shape): costs[i] for i in whole}
+        assigned = assign_owners([params[i].shape for i in whole], world_size, cost=lambda s: cost_of[tuple(s)])
+        owners = [LOCAL] * len(params)
+        for i, owner in zip(whole, assigned):
+            owners[i] = owner
+        for i, (cost, owner) in enumerate(zip(costs, owners)):
             if owner == rank:
                 self.stats.flops += cost
+                self.stats.matrices += 1
+            elif owner == LOCAL and inputs[i].numel():
+                # a share of the parameter's blocks, all of one size: its cost is the share of the elements
+                self.stats.flops += cost * inputs[i].numel() / math.prod(layouts[i].shape)
                 self.stats.matrices += 1
         return map_whole(
             fn,
             inputs,
-            [layout_of(p) for p in params],
+            layouts,
             owners,
             distribution.group,
             self.stats,
             comm_dtype=comm_dtype,
             wrap=False,
+            sections=sections,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -40,6 +40,7 @@ from typing import Any, Iterable
 import torch
 from torch.optim import Optimizer
 
+from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.linalg import POLAR_METHODS, polar
 from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, quintic_flops
@@ -399,11 +400,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
             updates = self._distribution.map_matrices(
-                lambda whole: self.compute_updates(whole, group, inputs_are_scratch=scratch),
+                lambda whole, sections: self.compute_updates(whole, group, inputs_are_scratch=scratch, sections=sections),
                 inputs,
                 [params[i] for i in chunk],
                 [cost[i] for i in chunk],
                 comm_dtype=wire,
+                blocks=[matrix_blocks(params[i], group) for i in chunk],
             )
             del inputs
             self.apply_updates(group, chunk_params, chunk_grads, updates)
@@ -469,7 +471,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         torch._foreach_add_(params, updates, alpha=-lr)
 
     def compute_updates(
-        self, inputs: list[torch.Tensor], group: dict, *, inputs_are_scratch: bool = False
+        self, inputs: list[torch.Tensor], group: dict, *, inputs_are_scratch: bool = False, sections=None
     ) -> list[torch.Tensor]:
         """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
 
@@ -479,9 +481,11 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         ``group["adjust_lr_fn"]`` and reassembled. Pure: no optimizer state is read or written,
         and ``inputs`` are not modified unless ``inputs_are_scratch`` (the step passes it when its moment
         inputs are new tensors, so that the iteration may use their memory) — the function the
-        distribution runs on each matrix's owner.
+        distribution runs on each matrix's owner. ``sections[i]``: the row sections of ``inputs[i]`` when it is a
+        tensor-parallel piece holding some of the blocks (:class:`muonlab.distributed.MatrixBlocks`).
         """
-        blocks = [pl.to_blocks(x, group) for x in inputs]
+        sections = sections if sections is not None else [None] * len(inputs)
+        blocks = [pl.to_blocks(x, group, s) for x, s in zip(inputs, sections)]
         buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
         for i, bl in enumerate(blocks):
             for j, b in enumerate(bl):
@@ -505,6 +509,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
         return [pl.from_blocks(r, x, group) for r, x in zip(results, inputs)]
+
 
     # ------------------------------------------------------------------ shared helpers
     def _state(self, p: torch.Tensor) -> dict:
@@ -567,6 +572,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
 
 # Scratch a step may use on top of 3× the largest matrix (see SpectralOptimizer.scratch_budget).
 DEFAULT_SCRATCH_FLOOR = 16 * 2**20
+
+
+def matrix_blocks(p: torch.Tensor, group: dict) -> MatrixBlocks:
+    """How the distribution sees ``p``'s blocks: the stack dims of a "batch" layout, then the rows' sections."""
+    batch_dims = p.dim() - 2 if p.dim() >= 3 and group["tensor_layout"] == "batch" else 0
+    return MatrixBlocks(batch_dims, pl.block_sections(p.shape[batch_dims], group))
 
 
 def plan_chunks(params: list[torch.Tensor], group: dict, limit: int) -> list[list[int]]:

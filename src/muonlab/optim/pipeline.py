@@ -96,26 +96,35 @@ def block_shapes(shape: Sequence[int], group: dict) -> tuple[tuple[int, int, int
     return tuple((batch * heads, size // heads, cols) for size, heads in row_sections(rows, split_sizes, num_heads))
 
 
-def to_blocks(t: torch.Tensor, group: dict) -> list[torch.Tensor]:
+def block_sections(rows: int, group: dict) -> tuple[tuple[int, int], ...] | None:
+    """The group's row sections ((rows, blocks), ...) for a matrix of ``rows`` rows, or None for one block."""
+    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
+    if split_sizes is None and not num_heads:
+        return None
+    return tuple(row_sections(rows, split_sizes, num_heads))
+
+
+def to_blocks(t: torch.Tensor, group: dict, sections=None) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
     Per-head orthogonalization (``num_heads``) splits rows (dim −2) into equal head blocks; fused
     projections (``split_sizes``, e.g. QKV) split rows into sections first. Blocks are views
-    where the layout allows.
+    where the layout allows. ``sections`` ((rows, blocks), ...): cut the rows this way instead of the
+    group's way (a tensor-parallel piece holding some of the heads).
     """
     x = matrix_batch(t, group["tensor_layout"])
-    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
-    if split_sizes is None and not num_heads:
+    if sections is None:
+        sections = block_sections(x.shape[1], group)
+    if not sections:
         return [x]
     batch, rows, cols = x.shape
-    sections = row_sections(rows, split_sizes, num_heads)
     parts = x.split([size for size, _ in sections], dim=1) if len(sections) > 1 else (x,)
     return [part.reshape(batch * heads, size // heads, cols) for part, (size, heads) in zip(parts, sections)]
 
 
 def from_blocks(blocks: Sequence[torch.Tensor], like: torch.Tensor, group: dict) -> torch.Tensor:
     """Inverse of :func:`to_blocks`: assemble blocks into a tensor of ``like``'s shape."""
-    if len(blocks) == 1 and group.get("num_heads") in (None, 0, 1):
+    if len(blocks) == 1 and blocks[0].shape[0] == matrix_batch(like, group["tensor_layout"]).shape[0]:
         return blocks[0].reshape(like.shape)
     batch = matrix_batch(like, group["tensor_layout"]).shape[0]
     cols = blocks[0].shape[-1]
