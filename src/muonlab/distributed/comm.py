@@ -252,6 +252,35 @@ def gather_replicated(
     return out
 
 
+def traffic(
+    layouts: Sequence[Layout], owners: Sequence[int], element_sizes: Sequence[int], world_size: int,
+    dtypes: Sequence[object] | None = None,
+) -> list[dict[str, list[int]]]:
+    """Bytes every rank will send and receive in each phase of :func:`map_whole`, without running it.
+
+    ``element_sizes[i]``: bytes per value of tensor i on the wire; ``dtypes[i]`` groups the gathers (one
+    per dtype, padded to the longest payload). Returns one dict per rank: phase → [sent, received]. Built
+    from the same transfer lists the phases use, so it equals what :class:`CommStats` counts."""
+    out = [{phase: [0, 0] for phase in PHASES if phase != "compute"} for _ in range(world_size)]
+    for phase, transfers in (("to_owners", owner_transfers(layouts, owners, world_size)),
+                             ("back_to_shards", shard_transfers(layouts, owners, world_size))):
+        for t in transfers:
+            nbytes = t.numel * element_sizes[t.index]
+            out[t.source][phase][0] += nbytes
+            out[t.target][phase][1] += nbytes
+    dtypes = dtypes if dtypes is not None else list(element_sizes)
+    for dtype in set(dtypes):
+        replicated = [i for i, d in enumerate(dtypes) if d == dtype and layouts[i].pieces is None and owners[i] != LOCAL]
+        if not replicated:
+            continue
+        lengths = [sum(math.prod(layouts[i].shape) for i in replicated if owners[i] == q) for q in range(world_size)]
+        nbytes = (world_size - 1) * max(lengths) * element_sizes[replicated[0]]
+        for q in range(world_size):
+            out[q]["gather_replicated"][0] += nbytes
+            out[q]["gather_replicated"][1] += nbytes
+    return out
+
+
 def map_whole(
     fn: Callable[..., list[Tensor]],
     tensors: Sequence[Tensor],

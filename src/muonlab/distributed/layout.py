@@ -145,7 +145,7 @@ def mesh_pieces(shape: tuple[int, ...], mesh, placements, name: str = "parameter
     from torch.distributed.tensor.placement_types import _StridedShard
 
     for placement in placements:
-        if not isinstance(placement, (Replicate, Shard)):  # _StridedShard is a Shard subclass
+        if not isinstance(placement, (Replicate, Shard, _StridedShard)):
             raise NotImplementedError(
                 f"{name} ({context}): placement {placement} cannot be orthogonalized as whole matrices; muonlab "
                 "handles Shard(d), _StridedShard (FSDP2 over tensor parallelism) and Replicate on each mesh dim "

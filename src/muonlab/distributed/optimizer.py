@@ -28,13 +28,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from muonlab.distributed.blocks import MatrixBlocks, local_sections
-from muonlab.distributed.comm import LOCAL, CommStats, map_whole
+from muonlab.distributed.comm import LOCAL, CommStats, map_whole, traffic
 from muonlab.distributed.layout import Layout
 from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
@@ -47,6 +48,23 @@ from muonlab.distributed.resolve import (
 )
 
 
+@dataclass(frozen=True)
+class Route:
+    """One chunk's plan: each tensor's layout and owner (:data:`LOCAL`: every rank its piece), every rank's
+    row sections of what it computes, and every rank's flops and matrix count."""
+
+    layouts: list[Layout]
+    owners: list[int]
+    sections: list[list]
+    flops: list[float]
+    matrices: list[int]
+
+
+def _state_dtype(p: Tensor) -> torch.dtype:
+    """The dtype the matrices travel in without a wire dtype: fp32 for half-precision parameters (their state)."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+
+
 class OptimizerDistribution:
     """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a DeviceMesh."""
 
@@ -56,9 +74,12 @@ class OptimizerDistribution:
         self.stats = CommStats()
         self._resolved: dict[tuple[int, ...], Distribution | None] = {}
         self._layouts: dict[int, tuple[Tensor, Layout]] = {}
+        self._routes: dict[tuple, Route] = {}
 
     # ------------------------------------------------------------------ construction
-    def resolve(self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group") -> Distribution | None:
+    def resolve(
+        self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group", names=None
+    ) -> Distribution | None:
         """The distribution of one list of parameters (cached while the list is unchanged). ``whole_matrices``:
         they will be transformed as whole matrices, so their layouts must be ones :func:`map_whole` can gather."""
         key = tuple(id(p) for p in params)
@@ -67,7 +88,8 @@ class OptimizerDistribution:
         resolved = resolve_distribution(list(params), self.setting, where)
         if resolved is not None and whole_matrices:
             for i, p in enumerate(params):
-                self.layout(p, resolved, f"{where}, parameter {i}")  # raises on placements we cannot handle
+                name = f"{where}, parameter {names[i]!r}" if names else f"{where}, parameter {i}"
+                self.layout(p, resolved, name)  # raises on placements we cannot handle
         self._resolved[key] = resolved
         return resolved
 
@@ -80,10 +102,11 @@ class OptimizerDistribution:
         self._layouts[id(p)] = (p, layout)
         return layout
 
-    def validate(self, groups: Sequence[tuple[Sequence[Tensor], bool]]) -> None:
-        """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs."""
-        for index, (params, whole) in enumerate(groups):
-            self.resolve(params, whole, f"param group {index}")
+    def validate(self, groups: Sequence[tuple]) -> None:
+        """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs, or
+        (params, whole_matrices, names) triples whose names the error messages use."""
+        for index, (params, whole, *names) in enumerate(groups):
+            self.resolve(params, whole, f"param group {index}", names[0] if names else None)
 
     # ------------------------------------------------------------------ every step
     def agree(self, all_params: Sequence[Sequence[Tensor]], work: Sequence[tuple[str, list[Tensor]]], all_finite: bool) -> bool:
@@ -144,34 +167,18 @@ class OptimizerDistribution:
         ``sections[i]`` are the row sections of ``tensors[i]`` — the parameter's own for a whole tensor, the
         piece's for a piece made of whole blocks, which is computed on the rank that holds it (no collective)."""
         distribution = self.resolve(params)
-        sections = [b.sections if b is not None else None for b in blocks] if blocks is not None else None
         if distribution is None:
             self.stats.flops += sum(costs)
             self.stats.matrices += len(inputs)
-            return fn(inputs) if sections is None else fn(inputs, sections)
-        world_size = dist.get_world_size(distribution.group)
+            if blocks is None:
+                return fn(inputs)
+            return fn(inputs, [b.sections if b is not None else None for b in blocks])
         rank = dist.get_rank(distribution.group)
-        layouts = [self.layout(p, distribution) for p in params]
-        local = [False] * len(params)
-        if blocks is not None:
-            for i, (layout, b) in enumerate(zip(layouts, blocks)):
-                found = local_sections(layout, b, rank)
-                if found is not False:
-                    local[i], sections[i] = True, found
-        whole = [i for i in range(len(params)) if not local[i]]
-        cost_of = {tuple(params[i].shape): costs[i] for i in whole}
-        assigned = assign_owners([params[i].shape for i in whole], world_size, cost=lambda s: cost_of[tuple(s)])
-        owners = [LOCAL] * len(params)
-        for i, owner in zip(whole, assigned):
-            owners[i] = owner
-        for i, (cost, owner) in enumerate(zip(costs, owners)):
-            if owner == rank:
-                self.stats.flops += cost
-                self.stats.matrices += 1
-            elif owner == LOCAL and inputs[i].numel():
-                # a share of the parameter's blocks, all of one size: its cost is the share of the elements
-                self.stats.flops += cost * inputs[i].numel() / math.prod(layouts[i].shape)
-                self.stats.matrices += 1
+        route = self.route(params, costs, blocks, distribution)
+        layouts, owners = route.layouts, route.owners
+        self.stats.flops += route.flops[rank]
+        self.stats.matrices += route.matrices[rank]
+        sections = None if blocks is None else route.sections[rank]
         return map_whole(
             fn,
             inputs,
@@ -183,6 +190,82 @@ class OptimizerDistribution:
             wrap=False,
             sections=sections,
         )
+
+    def route(
+        self, params: Sequence[Tensor], costs: Sequence[float], blocks: Sequence[MatrixBlocks | None] | None,
+        distribution: Distribution,
+    ) -> Route:
+        """Who computes what for one chunk: layouts, owners (or :data:`LOCAL`), and every rank's sections and
+        flops (cached while the parameters, costs and blocks are the same: a step does not re-plan)."""
+        key = (tuple(id(p) for p in params), tuple(costs), tuple(blocks) if blocks is not None else None)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        world_size = dist.get_world_size(distribution.group)
+        layouts = [self.layout(p, distribution) for p in params]
+        count = len(params)
+        default = [b.sections if b is not None else None for b in blocks] if blocks is not None else [None] * count
+        sections = [list(default) for _ in range(world_size)]
+        local = [False] * count
+        if blocks is not None:
+            for i, (layout, b) in enumerate(zip(layouts, blocks)):
+                if local_sections(layout, b, 0) is False:
+                    continue
+                local[i] = True
+                for q in range(world_size):
+                    sections[q][i] = local_sections(layout, b, q)
+        whole = [i for i in range(count) if not local[i]]
+        cost_of = {tuple(params[i].shape): costs[i] for i in whole}
+        assigned = assign_owners([params[i].shape for i in whole], world_size, cost=lambda s: cost_of[tuple(s)])
+        owners = [LOCAL] * count
+        for i, owner in zip(whole, assigned):
+            owners[i] = owner
+        flops, matrices = [0.0] * world_size, [0] * world_size
+        for i, (cost, owner) in enumerate(zip(costs, owners)):
+            if owner != LOCAL:
+                flops[owner] += cost
+                matrices[owner] += 1
+                continue
+            for q in range(world_size):
+                share = math.prod(layouts[i].piece_shape(q)) / max(1, math.prod(layouts[i].shape))
+                if share:
+                    # a share of the parameter's blocks, all of one size: its cost is the share of the elements
+                    flops[q] += cost * share
+                    matrices[q] += 1
+        route = Route(layouts, owners, sections, flops, matrices)
+        if len(self._routes) > 4096:  # parameters replaced many times over: start again
+            self._routes.clear()
+        self._routes[key] = route
+        return route
+
+    def forecast(self, chunks: Sequence[tuple]) -> list[dict]:
+        """What each rank will do per step, computed locally (no collective): ``chunks`` are the
+        (params, costs, blocks, wire dtype or None) of every :meth:`map_matrices` call of one step.
+
+        Returns one dict per rank of the (first) distributed group: ``matrices`` (parameter indices per chunk
+        computed whole there), ``local`` (pieces computed where they live), ``flops``, and per phase
+        ``sent``/``received`` bytes — the same numbers :class:`CommStats` counts while stepping."""
+        plans: list[dict] | None = None
+        for index, (params, costs, blocks, wire) in enumerate(chunks):
+            distribution = self.resolve(params)
+            if distribution is None:
+                continue
+            world_size = dist.get_world_size(distribution.group)
+            if plans is None:
+                plans = [{"rank": q, "matrices": [], "local": [], "flops": 0.0, "sent": {}, "received": {}}
+                         for q in range(world_size)]
+            route = self.route(params, costs, blocks, distribution)
+            sizes = [(wire or _state_dtype(p)).itemsize for p in params]
+            per_rank = traffic(route.layouts, route.owners, sizes, world_size, [_state_dtype(p) for p in params])
+            for q, plan in enumerate(plans):
+                plan["flops"] += route.flops[q]
+                plan["matrices"] += [(index, i) for i, o in enumerate(route.owners) if o == q]
+                plan["local"] += [(index, i) for i, o in enumerate(route.owners)
+                                  if o == LOCAL and math.prod(route.layouts[i].piece_shape(q))]
+                for phase, (sent, received) in per_rank[q].items():
+                    plan["sent"][phase] = plan["sent"].get(phase, 0) + sent
+                    plan["received"][phase] = plan["received"].get(phase, 0) + received
+        return plans or []
 
     # ------------------------------------------------------------------ helpers
     def _process_groups(self, all_params: Sequence[Sequence[Tensor]]) -> list[tuple[object, torch.device]]:

@@ -160,7 +160,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {torch.typename(params)}")
         super().__init__(params, defaults)
-        self._distribution.validate([(g["params"], g["update"] == "spectral") for g in self.param_groups])
+        self._distribution.validate(
+            [(g["params"], g["update"] == "spectral", g.get("param_names")) for g in self.param_groups]
+        )
 
     # ------------------------------------------------------------------ construction / routing
     def _check_common(self, group: dict, where: str) -> None:
