@@ -13,6 +13,7 @@ from muonlab.optim import (
     explain,
     make_optimizer,
     param_groups,
+    plan,
 )
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "make_optimizer",
     "nuclear_norm",
     "param_groups",
+    "plan",
     "polar",
     "spectral_power",
 ]

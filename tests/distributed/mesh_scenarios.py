@@ -80,14 +80,24 @@ def laid_out(layout: str, config: llama.LlamaConfig, world_size: int):
 
 
 def equivalence_scenario(rank: int, world_size: int) -> dict:
-    """Every layout of EQUIVALENCE trained STEPS steps; the placements seen, and the optimizer's traffic."""
+    """Every layout of EQUIVALENCE trained STEPS steps; the placements seen, the optimizer's traffic, and what
+    muonlab.plan said it would be."""
+    import muonlab
+
     out = {}
     for name, layout, config, options, heads in EQUIVALENCE:
         model, mesh = laid_out(layout, config, world_size)
         optimizer = make_optimizer(model, options, heads)
+        forecast = muonlab.plan(optimizer)  # before the first step, no collective
         part, parts = llama.data_ranks(layout, mesh, rank)
         train(model, optimizer, range(STEPS), part, parts)
         out[name] = {
+            "planned_sent": [forecast.bytes_sent(q) for q in range(world_size)],
+            "planned_received": [forecast.bytes_received(q) for q in range(world_size)],
+            "planned_flops": [r["flops"] for r in forecast.ranks],
+            "planned_matrices": [len(r["matrices"]) for r in forecast.ranks],
+            "plan_table": str(forecast),
+            "received": optimizer._distribution.stats.bytes_received,
             "params": full_params(model),
             "placements": {n: str(tuple(p.placements)) for n, p in model.named_parameters() if hasattr(p, "placements")},
             "flops": optimizer._distribution.stats.flops,
@@ -175,7 +185,7 @@ def pipeline_scenario(rank: int, world_size: int) -> dict:
         for n, p in module.named_parameters():
             params[f"{prefix}.{n}"] = p.full_tensor().detach().clone()
     return {"stage": stage, "params": params, "group_size": dist.get_world_size(optimizer._distribution.resolve(
-        [p for g in optimizer.param_groups if g["update"] == "spectral" for p in g["params"]]).group)}
+        [p for g in optimizer.param_groups if g["rule"] == "spectral" for p in g["params"]]).group)}
 
 
 def _stage_optimizer(modules):

@@ -72,6 +72,24 @@ def test_polar_work_is_spread_over_every_rank_of_the_mesh_once(name):
     assert all(out[name]["matrices"] > 0 for out in outs), [out[name]["matrices"] for out in outs]
 
 
+@pytest.mark.parametrize("case", ms.EQUIVALENCE, ids=[c[0] for c in ms.EQUIVALENCE])
+def test_the_preflight_plan_equals_what_the_steps_did(case):
+    name = case[0]
+    outs = _scenario("equivalence")
+    for rank, out in enumerate(outs):
+        got = out[name]
+        assert got["planned_sent"][rank] * ms.STEPS == got["bytes"], (rank, got["planned_sent"], got["bytes"])
+        assert got["planned_received"][rank] * ms.STEPS == got["received"]
+        assert got["planned_flops"][rank] * ms.STEPS == pytest.approx(got["flops"])
+        assert got["planned_sent"] == outs[0][name]["planned_sent"]  # every rank plans the same
+    table = outs[0][name]["plan_table"]
+    assert "imbalance" in table and "AdamW" in table
+    if name in ("hsdp", "fsdp_tp"):
+        assert all(sent > 0 for sent in outs[0][name]["planned_sent"])
+    if name in ("ep", "tp_heads_ns"):  # expert stacks and aligned heads: only the other matrices travel
+        assert sum(outs[0][name]["planned_sent"]) < sum(outs[0]["hsdp"]["planned_sent"])
+
+
 @pytest.mark.parametrize("name", ["ep", "tp_heads", "fsdp_tp_fused_heads"])
 def test_whole_blocks_are_computed_where_they_live_with_no_collective(name):
     outs = _scenario("local_blocks")
