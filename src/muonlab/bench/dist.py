@@ -141,7 +141,7 @@ def bench_worker(rank: int, world_size: int, width: int, blocks: int, batch: int
     return {"rows": rows}
 
 
-LAYOUT_DEFAULTS = dict(dim=128, heads=8, hidden=256, layers=2, vocab=512, experts=4, batch=8, length=32)
+LAYOUT_DEFAULTS = dict(dim=128, heads=8, hidden=384, layers=4, vocab=512, experts=4, batch=8, length=32)
 
 
 def _layout_model(layout: str, world_size: int, sizes: dict):
@@ -201,7 +201,7 @@ def _tp_polar_schemes(model, world_size: int, rank: int) -> dict:
             "weights": len(weights)}
 
 
-def layout_worker(rank: int, world_size: int, layout: str, sizes: dict) -> dict:
+def layout_worker(rank: int, world_size: int, layout: str, sizes: dict, polar_dtype: str = "auto") -> dict:
     """Runs inside each rank: one layout, AdamW then Muon, one measured step each after a warm-up step."""
     import muonlab
     from muonlab.distributed import llama
@@ -218,7 +218,9 @@ def layout_worker(rank: int, world_size: int, layout: str, sizes: dict) -> dict:
         if name == "adamw":
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
         else:
-            optimizer = muonlab.Muon(llama.muon_groups(model, heads=layout in ("tp", "fsdp_tp")), lr=0.02)
+            dtype = None if polar_dtype == "auto" else getattr(torch, polar_dtype)
+            optimizer = muonlab.Muon(llama.muon_groups(model, heads=layout in ("tp", "fsdp_tp")), lr=0.02,
+                                     polar_dtype=dtype)
             forecast = muonlab.plan(optimizer)
 
         def step(counter=None):
@@ -252,13 +254,14 @@ def layout_worker(rank: int, world_size: int, layout: str, sizes: dict) -> dict:
     return rows
 
 
-def run_layouts(layouts: list[str], world_size: int, sizes: dict, timeout: float = 600.0) -> list[dict]:
+def run_layouts(layouts: list[str], world_size: int, sizes: dict, timeout: float = 600.0,
+                polar_dtype: str = "auto") -> list[dict]:
     """One row per (layout, optimizer), aggregated over ranks; ``tp`` adds a row per polar scheme."""
     from muonlab.distributed.launch import run_on_ranks
 
     table = []
     for layout in layouts:
-        per_rank = run_on_ranks(layout_worker, world_size, layout, sizes, timeout=timeout)
+        per_rank = run_on_ranks(layout_worker, world_size, layout, sizes, polar_dtype, timeout=timeout)
         adamw_bytes = max(r["adamw"]["bytes_sent"] for r in per_rank)
         for name in ("adamw", "muon"):
             ranks = [r[name] for r in per_rank]
@@ -350,7 +353,7 @@ def _settings(args) -> dict:
         if sizes["dim"] % sizes["heads"] or sizes["heads"] % world_size or sizes["batch"] % world_size:
             raise CLIError(f"--width must be a multiple of {sizes['heads']}, whose head count must divide among "
                            f"{world_size} ranks (and so must the batch of {sizes['batch']})")
-        return {"layouts": layouts, "world_size": world_size, "sizes": sizes}
+        return {"layouts": layouts, "world_size": world_size, "sizes": sizes, "polar_dtype": args.polar_dtype}
 
     world_sizes = args.world_sizes or ("1,2" if args.quick else "1,2,3,4")
     try:
@@ -434,7 +437,8 @@ def main(args) -> int:
     settings = _settings(args)
     check_out(args.out)
     if "layouts" in settings:
-        table = run_layouts(settings["layouts"], settings["world_size"], settings["sizes"], timeout=args.timeout)
+        table = run_layouts(settings["layouts"], settings["world_size"], settings["sizes"], timeout=args.timeout,
+                            polar_dtype=settings["polar_dtype"])
         print(format_layout_table(table))
     else:
         table = run(settings, timeout=args.timeout)
