@@ -41,6 +41,12 @@ def _max_rel(got: dict, want: dict) -> tuple[float, str]:
     return max((_rel(got[n], want[n]), n) for n in want)
 
 
+def test_each_ranks_piece_is_exactly_its_local_tensor():
+    for rank, out in enumerate(_scenario("pieces")):
+        assert len(out) > 10
+        assert all(out.values()), (rank, [k for k, ok in out.items() if not ok])
+
+
 @pytest.mark.parametrize("case", ms.EQUIVALENCE, ids=[c[0] for c in ms.EQUIVALENCE])
 def test_layout_matches_one_process(case):
     name, layout, config, options, heads = case

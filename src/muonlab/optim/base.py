@@ -45,7 +45,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ``adamw_eps``, ``adamw_weight_decay`` (the AdamW part; Keller Jordan's auxiliary Adam by
     default), ``tensor_layout`` (``"flatten"`` or ``"batch"`` for ≥ 3-D tensors), ``num_heads``,
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
-    ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh),
+    ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a DeviceMesh),
     ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`), ``compile``
     (torch.compile the matrix transform) and ``cautious_wd`` (per group: decay only the entries whose
     parameter and update share a sign, see :meth:`apply_updates`).
