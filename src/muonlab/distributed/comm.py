@@ -155,54 +155,59 @@ def exchange(
               received=(sum(recv_splits) - recv_splits[rank]) * size)
     recv = recv.to(dtype)
     received: dict[Transfer, Tensor] = {}
-    by_source = recv.split(recv_splits)
-    for source in range(world_size):
-        offset = 0
-        for t in (t for t in incoming if t.source == source):
-            received[t] = by_source[source][offset : offset + t.numel]
-            offset += t.numel
+    offsets = [sum(recv_splits[:q]) for q in range(world_size)]
+    for t in incoming:  # per source, in transfer order: the order the source packed them
+        received[t] = recv[offsets[t.source] : offsets[t.source] + t.numel]
+        offsets[t.source] += t.numel
     return received
 
 
 def to_owners(
     tensors: Sequence[Tensor], layouts: Sequence[Layout], owners: Sequence[int], group, stats: CommStats,
-    wire: torch.dtype | None = None,
+    wire: torch.dtype | None = None, transfers: Sequence[Transfer] | None = None,
 ) -> dict[int, Tensor]:
-    """Phase 1: the whole tensor i on rank ``owners[i]`` (index → whole, for the tensors this rank owns)."""
+    """Phase 1: the whole tensor i on rank ``owners[i]`` (index → whole, for the tensors this rank owns).
+    ``transfers``: :func:`owner_transfers` of these layouts and owners, when the caller has them already."""
     world_size, rank = dist.get_world_size(group), dist.get_rank(group)
     whole: dict[int, Tensor] = {}
     for i, (t, layout, owner) in enumerate(zip(tensors, layouts, owners)):
         if owner == rank and layout.holds_whole(rank):
             whole[i] = t
-    transfers = owner_transfers(layouts, owners, world_size)
+    if transfers is None:
+        transfers = owner_transfers(layouts, owners, world_size)
     for dtype, device, members in _by_dtype(tensors):
         chosen = [t for t in transfers if t.index in members]
         received = exchange(chosen, lambda t: tensors[t.index], dtype, device, group, stats, "to_owners", wire)
+        arrived: dict[int, list[Transfer]] = {}
+        for t in received:
+            arrived.setdefault(t.index, []).append(t)
         for i in members:
             if owners[i] != rank or i in whole:
                 continue
             layout = layouts[i]
             assembled = torch.empty(layout.shape, dtype=dtype, device=device)
             put(assembled, layout.piece(rank), tensors[i])
-            for t in chosen:
-                if t.index == i:
-                    put(assembled, t.piece, received[t].view(piece_shape(t.piece)))
+            for t in arrived.get(i, ()):
+                put(assembled, t.piece, received[t].view(piece_shape(t.piece)))
             whole[i] = assembled
     return whole
 
 
 def back_to_shards(
     results: dict[int, Tensor], tensors: Sequence[Tensor], layouts: Sequence[Layout], owners: Sequence[int], group,
-    stats: CommStats, wire: torch.dtype | None = None,
+    stats: CommStats, wire: torch.dtype | None = None, transfers: Sequence[Transfer] | None = None,
 ) -> dict[int, Tensor]:
-    """Phase 3: every rank's piece of the result of each sharded tensor (index → local result)."""
+    """Phase 3: every rank's piece of the result of each sharded tensor (index → local result).
+    ``transfers``: :func:`shard_transfers` of these layouts and owners, when the caller has them already."""
     world_size, rank = dist.get_world_size(group), dist.get_rank(group)
     mine: dict[int, Tensor] = {}
-    transfers = shard_transfers(layouts, owners, world_size)
+    if transfers is None:
+        transfers = shard_transfers(layouts, owners, world_size)
     for dtype, device, members in _by_dtype(tensors):
         chosen = [t for t in transfers if t.index in members]
         received = exchange(chosen, lambda t: take(results[t.index], t.piece), dtype, device, group, stats,
                             "back_to_shards", wire)
+        mine_of = {t.index: t for t in received}  # what this rank received: its own pieces
         for i in members:
             layout = layouts[i]
             if owners[i] == LOCAL or layout.pieces is None:
@@ -211,8 +216,8 @@ def back_to_shards(
             if owners[i] == rank:
                 mine[i] = take(results[i], piece)
                 continue
-            got = [t for t in chosen if t.index == i and t.target == rank]
-            mine[i] = received[got[0]].view(piece_shape(piece)) if got else tensors[i].new_empty(piece_shape(piece))
+            got = mine_of.get(i)
+            mine[i] = received[got].view(piece_shape(piece)) if got is not None else tensors[i].new_empty(piece_shape(piece))
     return mine
 
 
@@ -291,6 +296,7 @@ def map_whole(
     comm_dtype: torch.dtype | None = None,
     wrap: bool = True,
     sections: Sequence | None = None,
+    transfers: tuple[Sequence[Transfer], Sequence[Transfer]] | None = None,
 ) -> list[Tensor]:
     """``[fn(whole tensor i)]`` for every i, computed once on rank ``owners[i]``, returned in each tensor's layout.
 
@@ -300,7 +306,8 @@ def map_whole(
     tensor, for this rank: what ``fn`` needs to know about each input's blocks) ``fn`` is called as
     ``fn(inputs, their sections)``. Every rank must call this with the same shapes, dtypes, layouts and
     owners (collectives are matched by order). Returns DTensors for DTensor inputs unless ``wrap=False``
-    (then the local results as plain tensors), plain tensors otherwise."""
+    (then the local results as plain tensors), plain tensors otherwise. ``transfers``: the
+    (:func:`owner_transfers`, :func:`shard_transfers`) of these layouts and owners, planned once by the caller."""
     count = len(tensors)
     if not (len(layouts) == len(owners) == count):
         raise ValueError(f"map_whole: {count} tensors, {len(layouts)} layouts, {len(owners)} owners")
@@ -310,12 +317,13 @@ def map_whole(
     rank = dist.get_rank(group)
     local = [_local(t) for t in tensors]
 
-    whole = to_owners(local, layouts, owners, group, stats, comm_dtype)
+    inbound, outbound = transfers if transfers is not None else (None, None)
+    whole = to_owners(local, layouts, owners, group, stats, comm_dtype, inbound)
     computed = [i for i in range(count) if owners[i] == LOCAL and local[i].numel() or owners[i] == rank]
     inputs = [local[i] if owners[i] == LOCAL else whole[i] for i in computed]
     results = _compute(fn, inputs, [sections[i] for i in computed] if sections is not None else None)
     result_of = dict(zip(computed, results))
-    shards = back_to_shards(result_of, local, layouts, owners, group, stats, comm_dtype)
+    shards = back_to_shards(result_of, local, layouts, owners, group, stats, comm_dtype, outbound)
     gathered = gather_replicated(result_of, local, layouts, owners, group, stats, comm_dtype)
 
     out: list[Tensor] = []

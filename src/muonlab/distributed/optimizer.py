@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from muonlab.distributed.blocks import MatrixBlocks, local_sections
-from muonlab.distributed.comm import LOCAL, CommStats, map_whole, traffic
+from muonlab.distributed.comm import LOCAL, CommStats, map_whole, owner_transfers, shard_transfers, traffic
 from muonlab.distributed.layout import Layout
 from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
@@ -58,6 +58,7 @@ class Route:
     sections: list[list]
     flops: list[float]
     matrices: list[int]
+    transfers: tuple = ()  # (owner_transfers, shard_transfers) of the layouts and owners
 
 
 def _state_dtype(p: Tensor) -> torch.dtype:
@@ -189,6 +190,7 @@ class OptimizerDistribution:
             comm_dtype=comm_dtype,
             wrap=False,
             sections=sections,
+            transfers=route.transfers,
         )
 
     def route(
@@ -232,7 +234,8 @@ class OptimizerDistribution:
                     # a share of the parameter's blocks, all of one size: its cost is the share of the elements
                     flops[q] += cost * share
                     matrices[q] += 1
-        route = Route(layouts, owners, sections, flops, matrices)
+        transfers = (owner_transfers(layouts, owners, world_size), shard_transfers(layouts, owners, world_size))
+        route = Route(layouts, owners, sections, flops, matrices, transfers)
         if len(self._routes) > 4096:  # parameters replaced many times over: start again
             self._routes.clear()
         self._routes[key] = route
