@@ -78,23 +78,9 @@ class Layout:
     pieces: tuple[Piece, ...] | None = None
     dtensor_spec: tuple | None = None
 
-    @classmethod
-    def sharded(cls, shape, shard_dim: int, world_size: int, dtensor_spec: tuple | None = None) -> Layout:
-        """Rank r holds piece r of ``torch.chunk(whole, world_size, dim=shard_dim)`` (DTensor ``Shard`` on a 1-D mesh)."""
-        shape = tuple(int(s) for s in shape)
-        pieces = []
-        for rank in range(world_size):
-            piece = list(whole_piece(shape))
-            piece[shard_dim] = _to_ranges(_chunk(torch.arange(shape[shard_dim]), world_size)[rank])
-            pieces.append(tuple(piece))
-        return cls(shape, tuple(pieces), dtensor_spec)
-
-    @property
-    def replicated(self) -> bool:
-        return self.pieces is None
-
     @property
     def replicas(self) -> bool:
+        """True when two ranks hold the same non-empty piece (every rank does when ``pieces`` is None)."""
         if self.pieces is None:
             return True
         filled = [p for p in self.pieces if math.prod(piece_shape(p))]
@@ -103,8 +89,8 @@ class Layout:
     def piece(self, rank: int) -> Piece:
         return whole_piece(self.shape) if self.pieces is None else self.pieces[rank]
 
-    def piece_shape(self, rank: int, world_size: int | None = None) -> tuple[int, ...]:
-        """Shape of rank ``rank``'s local tensor (``world_size`` is implied by the layout)."""
+    def piece_shape(self, rank: int) -> tuple[int, ...]:
+        """Shape of rank ``rank``'s local tensor."""
         return self.shape if self.pieces is None else piece_shape(self.pieces[rank])
 
     def holds_whole(self, rank: int) -> bool:
@@ -118,17 +104,13 @@ def _chunk(indices: Tensor, count: int) -> list[Tensor]:
 
 
 def _to_ranges(indices: Tensor) -> Ranges:
-    values = indices.tolist()
-    if not values:
+    """Sorted indices as [start, stop) runs of consecutive values (found with tensor ops: a vocabulary dim has
+    ~10⁵ indices, and there is one cut per rank)."""
+    if not indices.numel():
         return ((0, 0),)
-    ranges, start, last = [], values[0], values[0]
-    for value in values[1:]:
-        if value != last + 1:
-            ranges.append((start, last + 1))
-            start = value
-        last = value
-    ranges.append((start, last + 1))
-    return tuple(ranges)
+    breaks = (torch.nonzero(indices[1:] - indices[:-1] != 1).flatten() + 1).tolist()
+    starts, stops = [0] + breaks, breaks + [indices.numel()]
+    return tuple((int(indices[a]), int(indices[b - 1]) + 1) for a, b in zip(starts, stops))
 
 
 def describe(t: Tensor) -> str:
