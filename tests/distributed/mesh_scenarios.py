@@ -28,6 +28,8 @@ EQUIVALENCE = [
     ("fsdp_tp_fused_heads", "fsdp_tp", llama.LlamaConfig(**{**CONFIG.__dict__, "fused_qkv": True}), {}, True),
     ("tp_heads_ns", "tp", CONFIG, NS, True),
     ("ep", "ep", llama.LlamaConfig(**{**CONFIG.__dict__, "experts": 4, "layers": 1}), {}, False),
+    # expert stacks and the gate on the "dp" sub-mesh in one group with the TP weights on the ("dp", "tp") mesh
+    ("fsdp_tp_experts", "fsdp_tp", llama.LlamaConfig(**{**CONFIG.__dict__, "experts": 4, "layers": 1}), NS, False),
 ]
 
 

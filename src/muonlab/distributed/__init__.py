@@ -16,7 +16,8 @@ Nothing to configure: ``muonlab.Muon(model.parameters())`` reads the layout from
 (``distributed="none"`` or a ProcessGroup/DeviceMesh to override). Modules: :mod:`.plan` (who does
 what), :mod:`.comm` (how matrices travel), :mod:`.resolve` (layouts, checks), :mod:`.optimizer` (the
 optimizer's side), :mod:`.layout` (which rank holds which piece), :mod:`.blocks` (pieces that are whole
-blocks), :mod:`.launch` (run a function on W local gloo ranks), :mod:`.measure` (bytes moved).
+blocks), :mod:`.launch` (run a function on W local gloo ranks), :mod:`.measure` (bytes moved),
+:mod:`.llama` (a Llama-style model and torch's layouts of it, for tests, benches and docs/scale.md).
 """
 
 from muonlab.distributed.blocks import MatrixBlocks

@@ -181,6 +181,17 @@ def common_mesh(meshes: list, where: str = "param group"):
     )
 
 
+def enclosing_mesh(params) -> object | None:
+    """The mesh all of ``params``' DTensor meshes are (sub-)meshes of, or None (no DTensors, or no such mesh)."""
+    meshes = list({p.device_mesh: p.device_mesh for p in params if hasattr(p, "device_mesh")}.values())
+    if not meshes:
+        return None
+    try:
+        return common_mesh(meshes)
+    except ValueError:
+        return None
+
+
 def dtensor_layout(t: Tensor, name: str = "parameter", mesh=None) -> Layout:
     """The :class:`Layout` of a DTensor over the process group :func:`mesh_group` gives for ``mesh``
     (default: its own mesh; a larger mesh holds the same values on the ranks of its extra dims)."""

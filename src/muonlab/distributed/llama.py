@@ -191,14 +191,17 @@ def data_ranks(layout: str, mesh, rank: int) -> tuple[int, int]:
 
 
 def muon_groups(model: Llama, heads: bool = False) -> list[dict]:
-    """Muon's param groups for the model: block matrices (per-head q/k/v when ``heads``), expert stacks as
-    batches of matrices, and the AdamW part (embedding, norms, output head)."""
+    """Muon's param groups for the model: block matrices (the experts' gate included; per-head q/k/v when
+    ``heads``), expert stacks as batches of matrices, and the AdamW part (embedding, norms, output head).
+
+    Under ``fsdp_tp`` the matrix group holds tensor-parallel weights on the ("dp", "tp") mesh next to the gate
+    on the "dp" sub-mesh (it is not in the tensor-parallel plan): muonlab reads both over the 2-D mesh."""
     config = model.config
     matrices, qkv, experts, rest = [], [], [], []
     for name, p in model.named_parameters():
         if name.startswith("layers.") and p.ndim == 3:
             experts.append(p)
-        elif name.startswith("layers.") and p.ndim == 2 and ".gate." not in name:
+        elif name.startswith("layers.") and p.ndim == 2:
             (qkv if heads and ".attention.w" in name and not name.endswith("wo.weight") else matrices).append(p)
         else:
             rest.append(p)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from muonlab.distributed.blocks import MatrixBlocks, local_sections
 from muonlab.distributed.comm import LOCAL, CommStats, map_whole, owner_transfers, shard_transfers, traffic
-from muonlab.distributed.layout import Layout
+from muonlab.distributed.layout import Layout, enclosing_mesh
 from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
     Distribution,
@@ -76,6 +76,10 @@ class OptimizerDistribution:
         self._resolved: dict[tuple[int, ...], Distribution | None] = {}
         self._layouts: dict[int, tuple[Tensor, Layout]] = {}
         self._routes: dict[tuple, Route] = {}
+        # The mesh every DTensor parameter of the optimizer lives on or on a sub-mesh of (set by validate): under
+        # FSDP2 × TP the parameters outside the TP plan live on the "dp" sub-mesh, replicated over "tp"; read over
+        # the 2-D mesh they are computed once in the mesh instead of once per TP rank.
+        self._mesh = None
 
     # ------------------------------------------------------------------ construction
     def resolve(
@@ -86,7 +90,7 @@ class OptimizerDistribution:
         key = tuple(id(p) for p in params)
         if key in self._resolved:
             return self._resolved[key]
-        resolved = resolve_distribution(list(params), self.setting, where)
+        resolved = resolve_distribution(list(params), self.setting, where, self._mesh)
         if resolved is not None and whole_matrices:
             for i, p in enumerate(params):
                 name = f"{where}, parameter {names[i]!r}" if names else f"{where}, parameter {i}"
@@ -106,6 +110,8 @@ class OptimizerDistribution:
     def validate(self, groups: Sequence[tuple]) -> None:
         """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs, or
         (params, whole_matrices, names) triples whose names the error messages use."""
+        self._mesh = enclosing_mesh([p for params, *_ in groups for p in params])
+        self._resolved.clear()
         for index, (params, whole, *names) in enumerate(groups):
             self.resolve(params, whole, f"param group {index}", names[0] if names else None)
 
@@ -257,6 +263,11 @@ class OptimizerDistribution:
             if plans is None:
                 plans = [{"rank": q, "matrices": [], "local": [], "flops": 0.0, "sent": {}, "received": {}}
                          for q in range(world_size)]
+            if world_size != len(plans):
+                raise NotImplementedError(
+                    f"plan: the optimizer's matrices live on process groups of {len(plans)} and {world_size} ranks; "
+                    "a plan covers one group (build one optimizer per mesh, or put the parameters on one mesh)"
+                )
             route = self.route(params, costs, blocks, distribution)
             sizes = [(wire or _state_dtype(p)).itemsize for p in params]
             per_rank = traffic(route.layouts, route.owners, sizes, world_size, [_state_dtype(p) for p in params])

@@ -52,12 +52,16 @@ def layout_of(t: Tensor, name: str = "parameter", mesh=None) -> Layout:
     return dtensor_layout(t, name, mesh)
 
 
-def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: str = "param group") -> Distribution | None:
+def resolve_distribution(
+    params: Sequence[Tensor], distributed="auto", where: str = "param group", enclosing=None
+) -> Distribution | None:
     """How the matrices of one parameter group are distributed, or None for a single process.
 
     ``distributed``: "auto" (read it from the parameters and ``torch.distributed``), "none" (single
     process; refused for DTensor parameters, whose shards would be orthogonalized separately), a
-    ``ProcessGroup`` or a ``DeviceMesh`` (replicated parameters on that group, or on all the mesh's ranks)."""
+    ``ProcessGroup`` or a ``DeviceMesh`` (replicated parameters on that group, or on all the mesh's ranks).
+    ``enclosing``: a mesh the DTensors' meshes are sub-meshes of, to read them over (see
+    :func:`muonlab.distributed.layout.enclosing_mesh`)."""
     if not isinstance(distributed, str) and distributed is not None and not _is_group_or_mesh(distributed):
         raise TypeError(
             f"distributed must be 'auto', 'none', a torch.distributed ProcessGroup or a DeviceMesh, got {distributed!r}"
@@ -80,6 +84,8 @@ def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: st
             )
         # By equality, not identity: fully_shard without mesh= builds equal meshes, one object per call.
         meshes = list({p.device_mesh: p.device_mesh for p in params}.values())
+        if enclosing is not None and enclosing not in meshes:
+            meshes.append(enclosing)
         mesh = common_mesh(meshes, where)
         group = mesh_group(mesh)
         if _is_group_or_mesh(distributed) and _group_of(distributed) is not group:
