@@ -28,6 +28,8 @@ EQUIVALENCE = [
     ("fsdp_tp_fused_heads", "fsdp_tp", llama.LlamaConfig(**{**CONFIG.__dict__, "fused_qkv": True}), {}, True),
     ("tp_heads_ns", "tp", CONFIG, NS, True),
     ("ep", "ep", llama.LlamaConfig(**{**CONFIG.__dict__, "experts": 4, "layers": 1}), {}, False),
+    # NorMuon: its row second moment and per-block norms summed over the shards, not over HSDP's replicas
+    ("normuon_hsdp", "hsdp", CONFIG, {"optimizer": "normuon"}, False),
     # expert stacks and the gate on the "dp" sub-mesh in one group with the TP weights on the ("dp", "tp") mesh
     ("fsdp_tp_experts", "fsdp_tp", llama.LlamaConfig(**{**CONFIG.__dict__, "experts": 4, "layers": 1}), NS, False),
 ]
@@ -41,7 +43,9 @@ def make_model(config: llama.LlamaConfig = CONFIG) -> llama.Llama:
 def make_optimizer(model, options: dict, heads: bool):
     import muonlab
 
-    return muonlab.Muon(llama.muon_groups(model, heads=heads), lr=0.05, weight_decay=0.1, adamw_lr=0.01, **options)
+    options = dict(options)
+    kind = muonlab.NorMuon if options.pop("optimizer", "muon") == "normuon" else muonlab.Muon
+    return kind(llama.muon_groups(model, heads=heads), lr=0.05, weight_decay=0.1, adamw_lr=0.01, **options)
 
 
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
