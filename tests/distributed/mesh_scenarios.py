@@ -95,6 +95,7 @@ def equivalence_scenario(rank: int, world_size: int) -> dict:
         model, mesh = laid_out(layout, config, world_size)
         optimizer = make_optimizer(model, options, heads)
         forecast = muonlab.plan(optimizer)  # before the first step, no collective
+        from_model = muonlab.plan(model) if name == "hsdp" else None  # param_groups' routing: the same split here
         part, parts = llama.data_ranks(layout, mesh, rank)
         train(model, optimizer, range(STEPS), part, parts)
         out[name] = {
@@ -103,6 +104,7 @@ def equivalence_scenario(rank: int, world_size: int) -> dict:
             "planned_flops": [r["flops"] for r in forecast.ranks],
             "planned_matrices": [len(r["matrices"]) for r in forecast.ranks],
             "plan_table": str(forecast),
+            "plan_from_model": [from_model.bytes_sent(q) for q in range(world_size)] if from_model else None,
             "received": optimizer._distribution.stats.bytes_received,
             "params": full_params(model),
             "placements": {n: str(tuple(p.placements)) for n, p in model.named_parameters() if hasattr(p, "placements")},

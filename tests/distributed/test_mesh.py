@@ -89,6 +89,8 @@ def test_the_preflight_plan_equals_what_the_steps_did(case):
         assert got["planned_received"][rank] * ms.STEPS == got["received"]
         assert got["planned_flops"][rank] * ms.STEPS == pytest.approx(got["flops"])
         assert got["planned_sent"] == outs[0][name]["planned_sent"]  # every rank plans the same
+    if name == "hsdp":  # muonlab.plan(model) builds Muon(param_groups(model)): the same matrices on Muon here
+        assert outs[0][name]["plan_from_model"] == outs[0][name]["planned_sent"]
     table = outs[0][name]["plan_table"]
     assert "imbalance" in table and "AdamW" in table
     if name in ("hsdp", "fsdp_tp"):
