@@ -199,12 +199,13 @@ def muon_groups(model: Llama, heads: bool = False) -> list[dict]:
     config = model.config
     matrices, qkv, experts, rest = [], [], [], []
     for name, p in model.named_parameters():
+        named = (name, p)  # names make muonlab.plan's table and error messages readable
         if name.startswith("layers.") and p.ndim == 3:
-            experts.append(p)
+            experts.append(named)
         elif name.startswith("layers.") and p.ndim == 2:
-            (qkv if heads and ".attention.w" in name and not name.endswith("wo.weight") else matrices).append(p)
+            (qkv if heads and ".attention.w" in name and not name.endswith("wo.weight") else matrices).append(named)
         else:
-            rest.append(p)
+            rest.append(named)
     groups = [{"params": matrices, "kind": "matrix"}]
     if qkv:
         count = 3 * config.heads if config.fused_qkv else config.heads
