@@ -29,6 +29,7 @@ from muonlab.optim import (
     explain,
     make_optimizer,
     param_groups,
+    plan,
 )
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "nuclear_norm",
     "param_groups",
     "peak_lrs",
+    "plan",
     "polar",
     "spectral_power",
 ]

@@ -51,3 +51,26 @@ def test_small_run_counts_bytes_and_flops_consistently(tmp_path, capsys):
     # the same matrices are orthogonalized whichever way the parameters are laid out
     assert rows["ddp", "muon"]["orth_gflop_total"] == pytest.approx(rows["fsdp", "muon"]["orth_gflop_total"])
     assert rows["fsdp", "adamw"]["orth_gflop_total"] == 0
+
+
+def test_bad_layout_arguments_are_refused_by_name():
+    with pytest.raises(CLIError, match="--layout"):
+        bench_dist._settings(_args(layout="hsdp,ring"))
+    with pytest.raises(CLIError, match="--world-size"):
+        bench_dist._settings(_args(layout="hsdp", world_size=3))
+
+
+def test_layout_run_reports_bytes_the_plan_predicted_and_both_tp_polar_schemes(tmp_path, capsys):
+    out = tmp_path / "layout.json"
+    code = cli_main(["bench", "dist", "--layout", "tp", "--quick", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Gram scheme" in printed and "vs AdamW" in printed
+    rows = {r["optimizer"]: r for r in json.loads(out.read_text())["rows"]}
+    muon, adamw, schemes = rows["muon"], rows["adamw"], rows["tp_polar_schemes"]
+    assert adamw["step_bytes_per_rank"] == 0 and adamw["bytes_vs_adamw"] == 1
+    assert muon["plan_matches"] and muon["matrix_bytes_per_rank"] == muon["planned_matrix_bytes_per_rank"] > 0
+    assert muon["bytes_vs_adamw"] > 1 and muon["orth_imbalance"] >= 1
+    # the two schemes compute the same polar factors; the gather moves far fewer bytes at these shapes
+    assert schemes["max_difference"] < 1e-4
+    assert schemes["gather_bytes_per_rank"] < schemes["gram_bytes_per_rank"]

@@ -71,3 +71,13 @@ def test_shard_sizes_match_dtensor_chunking(world_size):
         pieces = [c.shape[0] for c in torch.arange(length).chunk(world_size)] if length else []
         pieces += [0] * (world_size - len(pieces))
         assert shard_sizes(length, world_size) == pieces
+
+
+def test_preflight_plan_of_a_single_process_model_and_bad_input():
+    import muonlab
+
+    plan = muonlab.plan(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)))
+    assert plan.ranks == [] and plan.imbalance is None
+    assert "single process" in str(plan)
+    with pytest.raises(TypeError, match="plan\\(\\) takes an nn.Module or a muonlab optimizer"):
+        muonlab.plan(torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1))

@@ -6,14 +6,18 @@ parameter lists and tensors — never the optimizer's group settings:
 
 - construction: :meth:`OptimizerDistribution.validate` resolves every param group (replicated,
   sharded, or single process) and raises on bad input (DTensor and plain tensors in one group,
-  2-D meshes, unsupported placements) — locally, on every rank, before any collective;
+  meshes that are not sub-meshes of one, ``Partial`` placements) — locally, on every rank, before any
+  collective;
 - each step, before touching anything: :meth:`agree` — one all-reduce of three numbers per process
   group makes every rank take the same decision (skip on a non-finite gradient anywhere) and
   catches ranks whose parameter lists differ (a checksum), raising the same error everywhere;
 - the matrix work, chunk by chunk: :meth:`chunk_bytes` says how large a chunk may be for the scratch
   budget, and :meth:`map_matrices` runs the optimizer's pure function of whole matrices once per matrix,
   on its owner rank, through :func:`muonlab.distributed.comm.map_whole`. The optimizer passes local
-  tensors, the parameters (for their layout) and each matrix's cost; nothing here reads its settings.
+  tensors, the parameters (for their layout), each matrix's cost and, optionally, how each parameter is
+  cut into blocks (:class:`~muonlab.distributed.blocks.MatrixBlocks`: pieces that are whole blocks — an
+  expert stack cut on its expert dim, heads cut on head boundaries — are computed where they live, with no
+  collective); nothing here reads its settings.
 
 Everything elementwise (momentum, the AdamW part, applying the update) stays where it is: on the
 local shard of a DTensor, or on each rank's replica.
@@ -21,14 +25,18 @@ local shard of a DTensor, or on each rank's replica.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from muonlab.distributed.comm import CommStats, map_whole
+from muonlab.distributed.blocks import MatrixBlocks, local_sections
+from muonlab.distributed.comm import LOCAL, CommStats, map_whole, owner_transfers, shard_transfers, traffic
+from muonlab.distributed.layout import Layout, enclosing_mesh
 from muonlab.distributed.plan import assign_owners
 from muonlab.distributed.resolve import (
     Distribution,
@@ -40,34 +48,72 @@ from muonlab.distributed.resolve import (
 )
 
 
+@dataclass(frozen=True)
+class Route:
+    """One chunk's plan: each tensor's layout and owner (:data:`LOCAL`: every rank its piece), every rank's
+    row sections of what it computes, and every rank's flops and matrix count."""
+
+    layouts: list[Layout]
+    owners: list[int]
+    sections: list[list]
+    flops: list[float]
+    matrices: list[int]
+    transfers: tuple = ()  # (owner_transfers, shard_transfers) of the layouts and owners
+
+
+def _state_dtype(p: Tensor) -> torch.dtype:
+    """The dtype the matrices travel in without a wire dtype: fp32 for half-precision parameters (their state)."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+
+
 class OptimizerDistribution:
-    """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a 1-D DeviceMesh."""
+    """Per-optimizer distribution state: ``distributed`` is "auto", "none", a ProcessGroup or a DeviceMesh."""
 
     def __init__(self, distributed="auto") -> None:
         resolve_distribution([], distributed)  # checks the setting itself (no parameters needed)
         self.setting = distributed
         self.stats = CommStats()
-        self._resolved: dict[int, tuple[tuple[int, ...], Distribution | None]] = {}
+        self._resolved: dict[tuple[int, ...], Distribution | None] = {}
+        self._layouts: dict[int, tuple[Tensor, Layout]] = {}
+        self._routes: dict[tuple, Route] = {}
+        # The mesh every DTensor parameter of the optimizer lives on or on a sub-mesh of (set by validate): under
+        # FSDP2 × TP the parameters outside the TP plan live on the "dp" sub-mesh, replicated over "tp"; read over
+        # the 2-D mesh they are computed once in the mesh instead of once per TP rank.
+        self._mesh = None
 
     # ------------------------------------------------------------------ construction
-    def resolve(self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group") -> Distribution | None:
+    def resolve(
+        self, params: Sequence[Tensor], whole_matrices: bool = True, where: str = "param group", names=None
+    ) -> Distribution | None:
         """The distribution of one list of parameters (cached while the list is unchanged). ``whole_matrices``:
         they will be transformed as whole matrices, so their layouts must be ones :func:`map_whole` can gather."""
         key = tuple(id(p) for p in params)
-        cached = self._resolved.get(key)
-        if cached is not None:
-            return cached[1]
-        resolved = resolve_distribution(list(params), self.setting, where)
+        if key in self._resolved:
+            return self._resolved[key]
+        resolved = resolve_distribution(list(params), self.setting, where, self._mesh)
         if resolved is not None and whole_matrices:
             for i, p in enumerate(params):
-                layout_of(p, f"{where}, parameter {i}")
-        self._resolved[key] = (key, resolved)
+                name = f"{where}, parameter {names[i]!r}" if names else f"{where}, parameter {i}"
+                self.layout(p, resolved, name)  # raises on placements we cannot handle
+        self._resolved[key] = resolved
         return resolved
 
-    def validate(self, groups: Sequence[tuple[Sequence[Tensor], bool]]) -> None:
-        """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs."""
-        for index, (params, whole) in enumerate(groups):
-            self.resolve(params, whole, f"param group {index}")
+    def layout(self, p: Tensor, distribution: Distribution, name: str = "parameter") -> Layout:
+        """``p``'s :class:`Layout` over the distribution's process group (cached per parameter)."""
+        cached = self._layouts.get(id(p))
+        if cached is not None and cached[0] is p:
+            return cached[1]
+        layout = layout_of(p, name, distribution.mesh)
+        self._layouts[id(p)] = (p, layout)
+        return layout
+
+    def validate(self, groups: Sequence[tuple]) -> None:
+        """Resolve (and so check) every parameter list: ``groups`` are (params, whole_matrices) pairs, or
+        (params, whole_matrices, names) triples whose names the error messages use."""
+        self._mesh = enclosing_mesh([p for params, *_ in groups for p in params])
+        self._resolved.clear()
+        for index, (params, whole, *names) in enumerate(groups):
+            self.resolve(params, whole, f"param group {index}", names[0] if names else None)
 
     # ------------------------------------------------------------------ every step
     def agree(self, all_params: Sequence[Sequence[Tensor]], work: Sequence[tuple[str, list[Tensor]]], all_finite: bool) -> bool:
@@ -104,7 +150,7 @@ class OptimizerDistribution:
         if distribution is None:
             return max(1, budget // 5)
         world_size = dist.get_world_size(distribution.group)
-        if distribution.kind == "sharded":
+        if distribution.mode == "sharded":
             return max(1, budget * world_size // 5)
         return max(1, budget * world_size // (world_size + 3))
 
@@ -115,31 +161,123 @@ class OptimizerDistribution:
         params: list[Tensor],
         costs: list[float],
         comm_dtype: torch.dtype | None = None,
+        blocks: Sequence[MatrixBlocks | None] | None = None,
     ) -> list[Tensor]:
         """``fn(inputs)`` with every matrix computed whole, once, on one rank; results as local tensors.
 
         ``inputs[i]`` is the local part (the shard under FSDP2, the whole tensor otherwise) of a tensor
         laid out like ``params[i]``; ``costs[i]`` weighs its work for the split across ranks. ``fn`` maps a
-        list of whole tensors to as many whole results (pure; batched as it likes)."""
+        list of whole tensors to as many whole results (pure; batched as it likes).
+
+        ``blocks`` (one :class:`MatrixBlocks` or None per parameter): how each parameter is cut into the
+        matrices ``fn`` orthogonalizes separately. Then ``fn`` is called as ``fn(tensors, sections)``, where
+        ``sections[i]`` are the row sections of ``tensors[i]`` — the parameter's own for a whole tensor, the
+        piece's for a piece made of whole blocks, which is computed on the rank that holds it (no collective)."""
         distribution = self.resolve(params)
         if distribution is None:
             self._count(sum(costs), len(inputs))
-            return fn(inputs)
-        world_size = dist.get_world_size(distribution.group)
-        cost_of = {tuple(p.shape): c for p, c in zip(params, costs)}
-        owners = assign_owners([p.shape for p in params], world_size, cost=lambda s: cost_of[tuple(s)])
+            if blocks is None:
+                return fn(inputs)
+            return fn(inputs, [b.sections if b is not None else None for b in blocks])
         rank = dist.get_rank(distribution.group)
-        self._count(sum(c for c, owner in zip(costs, owners) if owner == rank), owners.count(rank))
+        route = self.route(params, costs, blocks, distribution)
+        layouts, owners = route.layouts, route.owners
+        self._count(route.flops[rank], route.matrices[rank])
+        sections = None if blocks is None else route.sections[rank]
         return map_whole(
             fn,
             inputs,
-            [layout_of(p) for p in params],
+            layouts,
             owners,
             distribution.group,
             self.stats,
             comm_dtype=comm_dtype,
             wrap=False,
+            sections=sections,
+            transfers=route.transfers,
         )
+
+    def route(
+        self, params: Sequence[Tensor], costs: Sequence[float], blocks: Sequence[MatrixBlocks | None] | None,
+        distribution: Distribution,
+    ) -> Route:
+        """Who computes what for one chunk: layouts, owners (or :data:`LOCAL`), and every rank's sections and
+        flops (cached while the parameters, costs and blocks are the same: a step does not re-plan)."""
+        key = (tuple(id(p) for p in params), tuple(costs), tuple(blocks) if blocks is not None else None)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        world_size = dist.get_world_size(distribution.group)
+        layouts = [self.layout(p, distribution) for p in params]
+        count = len(params)
+        default = [b.sections if b is not None else None for b in blocks] if blocks is not None else [None] * count
+        sections = [list(default) for _ in range(world_size)]
+        local = [False] * count
+        if blocks is not None:
+            for i, (layout, b) in enumerate(zip(layouts, blocks)):
+                if local_sections(layout, b, 0) is False:
+                    continue
+                local[i] = True
+                for q in range(world_size):
+                    sections[q][i] = local_sections(layout, b, q)
+        whole = [i for i in range(count) if not local[i]]
+        cost_of = {tuple(params[i].shape): costs[i] for i in whole}
+        assigned = assign_owners([params[i].shape for i in whole], world_size, cost=lambda s: cost_of[tuple(s)])
+        owners = [LOCAL] * count
+        for i, owner in zip(whole, assigned):
+            owners[i] = owner
+        flops, matrices = [0.0] * world_size, [0] * world_size
+        for i, (cost, owner) in enumerate(zip(costs, owners)):
+            if owner != LOCAL:
+                flops[owner] += cost
+                matrices[owner] += 1
+                continue
+            for q in range(world_size):
+                share = math.prod(layouts[i].piece_shape(q)) / max(1, math.prod(layouts[i].shape))
+                if share:
+                    # a share of the parameter's blocks, all of one size: its cost is the share of the elements
+                    flops[q] += cost * share
+                    matrices[q] += 1
+        transfers = (owner_transfers(layouts, owners, world_size), shard_transfers(layouts, owners, world_size))
+        route = Route(layouts, owners, sections, flops, matrices, transfers)
+        if len(self._routes) > 4096:  # parameters replaced many times over: start again
+            self._routes.clear()
+        self._routes[key] = route
+        return route
+
+    def forecast(self, chunks: Sequence[tuple]) -> list[dict]:
+        """What each rank will do per step, computed locally (no collective): ``chunks`` are the
+        (params, costs, blocks, wire dtype or None) of every :meth:`map_matrices` call of one step.
+
+        Returns one dict per rank of the (first) distributed group: ``matrices`` (parameter indices per chunk
+        computed whole there), ``local`` (pieces computed where they live), ``flops``, and per phase
+        ``sent``/``received`` bytes — the same numbers :class:`CommStats` counts while stepping."""
+        plans: list[dict] | None = None
+        for index, (params, costs, blocks, wire) in enumerate(chunks):
+            distribution = self.resolve(params)
+            if distribution is None:
+                continue
+            world_size = dist.get_world_size(distribution.group)
+            if plans is None:
+                plans = [{"rank": q, "matrices": [], "local": [], "flops": 0.0, "sent": {}, "received": {}}
+                         for q in range(world_size)]
+            if world_size != len(plans):
+                raise NotImplementedError(
+                    f"plan: the optimizer's matrices live on process groups of {len(plans)} and {world_size} ranks; "
+                    "a plan covers one group (build one optimizer per mesh, or put the parameters on one mesh)"
+                )
+            route = self.route(params, costs, blocks, distribution)
+            sizes = [(wire or _state_dtype(p)).itemsize for p in params]
+            per_rank = traffic(route.layouts, route.owners, sizes, world_size, [_state_dtype(p) for p in params])
+            for q, plan in enumerate(plans):
+                plan["flops"] += route.flops[q]
+                plan["matrices"] += [(index, i) for i, o in enumerate(route.owners) if o == q]
+                plan["local"] += [(index, i) for i, o in enumerate(route.owners)
+                                  if o == LOCAL and math.prod(route.layouts[i].piece_shape(q))]
+                for phase, (sent, received) in per_rank[q].items():
+                    plan["sent"][phase] = plan["sent"].get(phase, 0) + sent
+                    plan["received"][phase] = plan["received"].get(phase, 0) + received
+        return plans or []
 
     # ------------------------------------------------------------------ helpers
     # Host-side counters: eager under torch.compile(opt.step), which would otherwise guard on their running values

@@ -1,7 +1,8 @@
 """Which distribution a parameter group needs, read from the parameters themselves.
 
-- DTensor parameters (FSDP2 ``fully_shard``, or hand-made ``distribute_tensor``) on a 1-D mesh with
-  ``Shard(d)`` or ``Replicate``: *sharded* mode on the mesh's process group; nothing to pass.
+- DTensor parameters (FSDP2 ``fully_shard``, HSDP, FSDP2 over tensor parallelism, expert stacks, hand-made
+  ``distribute_tensor``) on a mesh of any number of dims with ``Shard(d)``, ``_StridedShard`` or ``Replicate``
+  on each: *sharded* mode on a process group holding every rank of the mesh; nothing to pass.
 - Plain tensors while ``torch.distributed`` is initialized with more than one rank (DDP, or any
   replicated run): *replicated* mode on the default group, or on the group/mesh the user passes.
 - Otherwise (or ``distributed="none"`` with plain tensors): single process.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch.distributed as dist
 from torch import Tensor
 
-from muonlab.distributed.comm import Layout
+from muonlab.distributed.layout import Layout, common_mesh, dtensor_layout, mesh_group
 
 MODES = ("auto", "none")
 
@@ -28,17 +29,9 @@ MODES = ("auto", "none")
 class Distribution:
     """Resolved distribution of one parameter group: the process group to use and whether params are sharded."""
 
-    kind: str  # "replicated" or "sharded"
+    mode: str  # "replicated" or "sharded"
     group: object  # a ProcessGroup (None = the default group)
     mesh: object | None = None
-
-    @property
-    def world_size(self) -> int:
-        return dist.get_world_size(self.group)
-
-    @property
-    def rank(self) -> int:
-        return dist.get_rank(self.group)
 
 
 def is_dtensor(t: Tensor) -> bool:
@@ -49,40 +42,29 @@ def is_dtensor(t: Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
-def layout_of(t: Tensor, name: str = "parameter") -> Layout:
-    """The :class:`Layout` of a plain tensor (replicated) or a DTensor on a 1-D mesh; clear errors otherwise."""
+def layout_of(t: Tensor, name: str = "parameter", mesh=None) -> Layout:
+    """The :class:`Layout` of a plain tensor (replicated) or a DTensor; one clear line for what cannot be handled.
+
+    ``mesh``: read the DTensor's layout over this mesh's ranks instead of its own (its mesh must be a
+    sub-mesh of ``mesh``, as a tensor-parallel model's ``fully_shard``-only parameters are of the 2-D mesh)."""
     if not is_dtensor(t):
         return Layout(shape=tuple(t.shape))
-    from torch.distributed.tensor import Replicate, Shard
-
-    mesh = t.device_mesh
-    if mesh.ndim != 1:
-        raise NotImplementedError(
-            f"{name} (shape {tuple(t.shape)}) lives on a {mesh.ndim}-D DeviceMesh {tuple(mesh.shape)} with placements "
-            f"{tuple(t.placements)}: muonlab supports 1-D meshes only (FSDP2 fully_shard or DDP); 2-D meshes "
-            "(HSDP, tensor parallelism) are not supported yet"
-        )
-    placement = t.placements[0]
-    spec = (mesh, tuple(t.placements), t.shape, t.stride())
-    if type(placement) is Shard:  # exact type: _StridedShard (FSDP2 + TP) is something else
-        return Layout(shape=tuple(t.shape), shard_dim=placement.dim % t.ndim, dtensor_spec=spec)
-    if isinstance(placement, Replicate):
-        return Layout(shape=tuple(t.shape), dtensor_spec=spec)
-    raise NotImplementedError(
-        f"{name} (shape {tuple(t.shape)}) has placement {placement}: muonlab supports Shard(dim) and Replicate "
-        "on a 1-D mesh; other placements (Partial, strided shards from tensor parallelism) are not supported yet"
-    )
+    return dtensor_layout(t, name, mesh)
 
 
-def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: str = "param group") -> Distribution | None:
+def resolve_distribution(
+    params: Sequence[Tensor], distributed="auto", where: str = "param group", enclosing=None
+) -> Distribution | None:
     """How the matrices of one parameter group are distributed, or None for a single process.
 
     ``distributed``: "auto" (read it from the parameters and ``torch.distributed``), "none" (single
     process; refused for DTensor parameters, whose shards would be orthogonalized separately), a
-    ``ProcessGroup`` or a 1-D ``DeviceMesh`` (replicated parameters on that group)."""
+    ``ProcessGroup`` or a ``DeviceMesh`` (replicated parameters on that group, or on all the mesh's ranks).
+    ``enclosing``: a mesh the DTensors' meshes are sub-meshes of, to read them over (see
+    :func:`muonlab.distributed.layout.enclosing_mesh`)."""
     if not isinstance(distributed, str) and distributed is not None and not _is_group_or_mesh(distributed):
         raise TypeError(
-            f"distributed must be 'auto', 'none', a torch.distributed ProcessGroup or a 1-D DeviceMesh, got {distributed!r}"
+            f"distributed must be 'auto', 'none', a torch.distributed ProcessGroup or a DeviceMesh, got {distributed!r}"
         )
     if isinstance(distributed, str) and distributed not in MODES:
         raise ValueError(f"distributed must be one of {MODES}, a ProcessGroup or a DeviceMesh, got {distributed!r}")
@@ -100,16 +82,15 @@ def resolve_distribution(params: Sequence[Tensor], distributed="auto", where: st
                 f"{where}: distributed='none' with DTensor parameters would orthogonalize each shard separately, "
                 "which changes the math; leave distributed='auto'"
             )
-        for i, p in enumerate(params):
-            layout_of(p, f"{where}, parameter {i}")  # raises on meshes and placements we cannot handle
         # By equality, not identity: fully_shard without mesh= builds equal meshes, one object per call.
-        meshes = {p.device_mesh: p.device_mesh for p in params}
-        if len(meshes) > 1:
-            raise ValueError(f"{where} holds DTensor parameters on {len(meshes)} different meshes; use one mesh per group")
-        mesh = next(iter(meshes.values()))
-        if _is_group_or_mesh(distributed) and _group_of(distributed) is not mesh.get_group():
+        meshes = list({p.device_mesh: p.device_mesh for p in params}.values())
+        if enclosing is not None and enclosing not in meshes:
+            meshes.append(enclosing)
+        mesh = common_mesh(meshes, where)
+        group = mesh_group(mesh)
+        if _is_group_or_mesh(distributed) and _group_of(distributed) is not group:
             raise ValueError(f"{where}: the process group passed as distributed= is not the mesh of the DTensor parameters")
-        return Distribution("sharded", mesh.get_group(), mesh)
+        return Distribution("sharded", group, mesh)
     if distributed == "none":
         return None
     if _is_group_or_mesh(distributed):
@@ -132,12 +113,7 @@ def _group_of(obj):
     from torch.distributed.device_mesh import DeviceMesh
 
     if isinstance(obj, DeviceMesh):
-        if obj.ndim != 1:
-            raise NotImplementedError(
-                f"distributed= got a {obj.ndim}-D DeviceMesh: muonlab supports 1-D meshes only; 2-D meshes "
-                "(HSDP, tensor parallelism) are not supported yet"
-            )
-        return obj.get_group()
+        return mesh_group(obj)
     return obj
 
 

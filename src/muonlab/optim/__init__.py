@@ -7,7 +7,8 @@
 - :class:`SimplifiedMuon`: W ← W − η polar(G);
 - :func:`param_groups`, :func:`explain`: which parameter gets which rule;
 - :class:`QKClip`: per-head QK-Clip (MuonClip's post-step rule), with any optimizer;
-- :func:`make_optimizer`, :data:`OPTIMIZERS`: everything by name.
+- :func:`make_optimizer`, :data:`OPTIMIZERS`: everything by name;
+- :func:`plan`: a distributed step's pre-flight plan (who computes what, bytes and flops per rank).
 """
 
 from muonlab.optim.base import SpectralOptimizer
@@ -15,6 +16,7 @@ from muonlab.optim.groups import KINDS
 from muonlab.optim.muon import Muon
 from muonlab.optim.normuon import NorMuon
 from muonlab.optim.polargrad import PolarGrad
+from muonlab.optim.preflight import StepPlan, plan
 from muonlab.optim.qkclip import QKClip
 from muonlab.optim.registry import OPTIMIZERS, make_optimizer
 from muonlab.optim.routing import explain, param_groups, route
@@ -32,8 +34,10 @@ __all__ = [
     "SpectralAdam",
     "SpectralOptimizer",
     "SpectralSGD",
+    "StepPlan",
     "explain",
     "make_optimizer",
     "param_groups",
+    "plan",
     "route",
 ]

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.optim import groups as gr
 from muonlab.optim import pipeline as pl
@@ -46,7 +47,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ``adamw_eps``, ``adamw_weight_decay`` (the AdamW part; Keller Jordan's auxiliary Adam by
     default), ``tensor_layout`` (``"flatten"`` or ``"batch"`` for ≥ 3-D tensors), ``num_heads``,
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
-    ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh),
+    ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a DeviceMesh),
     ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`), ``compile``
     (torch.compile the matrix transform) and ``cautious_wd`` (per group: decay only the entries whose
     parameter and update share a sign, see :meth:`apply_updates`).
@@ -113,7 +114,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {torch.typename(params)}")
         super().__init__(params, defaults)
-        self._distribution.validate([(g["params"], g["rule"] == "spectral") for g in self.param_groups])
+        self._distribution.validate(
+            [(g["params"], g["rule"] == "spectral", g.get("param_names")) for g in self.param_groups]
+        )
 
     # ------------------------------------------------------------------ groups and their settings
     def add_param_group(self, param_group: dict) -> None:
@@ -284,15 +287,16 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         wire = wire_dtype(settings.polar, grads)
         scratch = self.inputs_are_scratch(settings)
 
-        def whole_matrices(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-            return self.compute_updates(inputs, settings, inputs_are_scratch=scratch)
+        def whole_matrices(inputs: list[torch.Tensor], sections: list | None = None) -> list[torch.Tensor]:
+            return self.compute_updates(inputs, settings, inputs_are_scratch=scratch, sections=sections)
 
         for chunk in chunks:
             chunk_params = [local_params[i] for i in chunk]
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(ctx, chunk_params, chunk_grads)
             updates = self._distribution.map_matrices(
-                whole_matrices, inputs, [params[i] for i in chunk], [cost[i] for i in chunk], comm_dtype=wire
+                whole_matrices, inputs, [params[i] for i in chunk], [cost[i] for i in chunk], comm_dtype=wire,
+                blocks=[matrix_blocks(params[i], settings.blocks) for i in chunk],
             )
             del inputs
             self.apply_updates(ctx, chunk_params, chunk_grads, updates)
@@ -353,7 +357,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         torch._foreach_add_(params, updates, alpha=-lr)
 
     def compute_updates(
-        self, inputs: list[torch.Tensor], settings: SpectralSettings | Mapping, *, inputs_are_scratch: bool = False
+        self,
+        inputs: list[torch.Tensor],
+        settings: SpectralSettings | Mapping,
+        *,
+        inputs_are_scratch: bool = False,
+        sections: list | None = None,
     ) -> list[torch.Tensor]:
         """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
 
@@ -364,11 +373,14 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         (read and checked here). Pure: no optimizer state is read or written, and ``inputs`` are not modified
         unless ``inputs_are_scratch`` (the step passes it when its moment inputs are new tensors, so that the
         iteration may use their memory) — the function the distribution runs on each matrix's owner.
+        ``sections[i]``: the row sections of ``inputs[i]`` when it is a piece holding some of a parameter's
+        blocks (a tensor-parallel shard of whole heads, :mod:`muonlab.distributed.blocks`); None: the group's.
         """
         if isinstance(settings, Mapping):
             settings = self.spectral_settings(settings, "")
         layout = settings.blocks
-        blocks = [pl.to_blocks(x, layout) for x in inputs]
+        sections = sections if sections is not None else [None] * len(inputs)
+        blocks = [pl.to_blocks(x, layout, s) for x, s in zip(inputs, sections)]
         buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
         for i, bl in enumerate(blocks):
             for j, b in enumerate(bl):
@@ -392,3 +404,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             for (i, j), piece in zip(idx, pieces):
                 results[i][j] = piece
         return [pl.from_blocks(r, x, layout) for r, x in zip(results, inputs)]
+
+
+def matrix_blocks(p: torch.Tensor, blocks) -> MatrixBlocks | None:
+    """How the distribution sees ``p``'s blocks (``blocks``: the group's settings): the stack dims of a "batch"
+    layout, then the rows' sections."""
+    if blocks.transposed:  # its blocks are cut along the parameter's columns: computed whole on an owner
+        return None
+    batch_dims = p.dim() - 2 if p.dim() >= 3 and blocks.tensor_layout == "batch" else 0
+    return MatrixBlocks(batch_dims, pl.block_sections(p.shape[batch_dims], blocks))

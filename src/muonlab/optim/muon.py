@@ -107,11 +107,12 @@ class Muon(SpectralOptimizer):
         compile: ``torch.compile`` the matrix transform (the polar iteration of each batch): compiled once
             per batch shape; the rest of the step stays eager. To compile a whole training step instead, see
             the README ("torch.compile").
-        distributed: ``"auto"`` (default): DTensor parameters (FSDP2) are orthogonalized whole on one
-            owner rank each; plain parameters with an initialized process group (DDP) have their
+        distributed: ``"auto"`` (default): DTensor parameters on any mesh (FSDP2, HSDP, FSDP2 over
+            tensor parallelism, expert stacks) are orthogonalized whole on one owner rank each, among
+            all the mesh's ranks; plain parameters with an initialized process group (DDP) have their
             matrix work split across ranks and all-gathered. ``"none"``: single process. A
-            ProcessGroup or 1-D DeviceMesh: split the work of replicated parameters over that group.
-            See :mod:`muonlab.distributed`.
+            ProcessGroup or DeviceMesh: split the work of replicated parameters over its ranks.
+            See :mod:`muonlab.distributed` and docs/scale.md.
     """
 
     def __init__(

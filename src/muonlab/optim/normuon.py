@@ -244,20 +244,26 @@ def _frobenius_kept(owners, layouts, squares, inverse) -> list[torch.Tensor]:
     over consecutive rows, not scatter-adds: no atomics on CUDA, so a step is reproducible bit for bit."""
     parts: dict[tuple, list[int]] = {}
     for i, owner in enumerate(owners):
-        mesh = owner.device_mesh if _sharded(owner) else None
+        # the sums are partial over the mesh dims that cut the parameter; over a Replicate dim (HSDP's replicas)
+        # every rank already holds the same sums: summing them there would count each replica again (the
+        # ratio below would hide it, the traffic would not)
+        mesh = (owner.device_mesh, tuple(type(pl).__name__ == "Replicate" for pl in owner.placements)) \
+            if _sharded(owner) else None
         parts.setdefault((mesh, squares[i].dtype, squares[i].device), []).append(i)
     factors: list[torch.Tensor | None] = [None] * len(owners)
-    for (mesh, _, _), idx in parts.items():
+    for (mesh_key, _, _), idx in parts.items():
         counts = torch.cat([layouts[i][0] for i in idx]) if len(idx) > 1 else layouts[idx[0]][0]
         sq = torch.cat([squares[i] for i in idx]) if len(idx) > 1 else squares[idx[0]]
         inv = torch.cat([inverse[i] for i in idx]) if len(idx) > 1 else inverse[idx[0]]
         # counts sum to the rows by construction (_local_rows): unsafe=True skips a device-to-host check
         sums = torch.segment_reduce(torch.stack([sq, sq * inv * inv], dim=-1), "sum", lengths=counts, unsafe=True)
-        if mesh is not None:
+        if mesh_key is not None:
             from torch.distributed.tensor import DTensor, Partial, Replicate
 
+            mesh, replicated = mesh_key
+            pending = [Replicate() if r else Partial() for r in replicated]
             sums = (
-                DTensor.from_local(sums, mesh, [Partial()] * mesh.ndim, run_check=False)
+                DTensor.from_local(sums, mesh, pending, run_check=False)
                 .redistribute(mesh, [Replicate()] * mesh.ndim)
                 .to_local()
             )

@@ -101,18 +101,28 @@ def block_shapes(shape: Sequence[int], blocks) -> tuple[tuple[int, int, int], ..
     return tuple((batch * heads, size // heads, cols) for size, heads in sections)
 
 
-def to_blocks(t: torch.Tensor, blocks) -> list[torch.Tensor]:
+def block_sections(rows: int, blocks) -> tuple[tuple[int, int], ...] | None:
+    """The row sections ((rows, blocks), ...) of a matrix of ``rows`` rows, or None when it is one block."""
+    if blocks.whole:
+        return None
+    return tuple(row_sections(rows, blocks.split_sizes, blocks.num_heads))
+
+
+def to_blocks(t: torch.Tensor, blocks, sections=None) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
     Per-head orthogonalization (``num_heads``) splits rows (dim −2) into equal head blocks; fused
     projections (``split_sizes``, e.g. QKV) split rows into sections first; a ``transposed`` (in, out) weight is
-    cut as its (out, in) transpose. Blocks are views where the layout allows.
+    cut as its (out, in) transpose. Blocks are views where the layout allows. ``sections`` ((rows, blocks), ...):
+    cut the rows this way instead of the group's way (a tensor-parallel piece holding some of the heads, see
+    :mod:`muonlab.distributed.blocks`).
     """
     x = matrix_batch(t.mT if blocks.transposed else t, blocks.tensor_layout)
-    if blocks.whole:
+    if sections is None:
+        sections = block_sections(x.shape[1], blocks)
+    if not sections:
         return [x]
     batch, rows, cols = x.shape
-    sections = row_sections(rows, blocks.split_sizes, blocks.num_heads)
     parts = x.split([size for size, _ in sections], dim=1) if len(sections) > 1 else (x,)
     return [part.reshape(batch * heads, size // heads, cols) for part, (size, heads) in zip(parts, sections)]
 
@@ -122,7 +132,7 @@ def from_blocks(parts: Sequence[torch.Tensor], like: torch.Tensor, blocks) -> to
     ``transposed`` weight: the update is written back as (in, out))."""
     if blocks.transposed:
         return from_blocks(parts, like.mT, dataclasses.replace(blocks, transposed=False)).mT.contiguous()
-    if len(parts) == 1 and blocks.num_heads in (None, 0, 1):
+    if len(parts) == 1 and parts[0].shape[0] == matrix_batch(like, blocks.tensor_layout).shape[0]:
         return parts[0].reshape(like.shape)
     batch = matrix_batch(like, blocks.tensor_layout).shape[0]
     cols = parts[0].shape[-1]
