@@ -19,12 +19,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-PARALLEL_KINDS = ("none", "ddp", "fsdp")
+from muonlab.devices import resolve_device
+
+PARALLEL_STRATEGIES = ("none", "ddp", "fsdp")
 
 
 @dataclass
 class Parallel:
-    kind: str = "none"
+    strategy: str = "none"
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
@@ -36,17 +38,17 @@ class Parallel:
 
     @property
     def active(self) -> bool:
-        return self.kind != "none"
+        return self.strategy != "none"
 
     def wrap(self, model: nn.Module, blocks: nn.ModuleList | None = None) -> nn.Module:
         """The module to call for training forwards: DDP(model), or ``model`` itself sharded in place by FSDP2.
 
         With FSDP2 each entry of ``blocks`` becomes its own unit (one all-gather per block), the rest of
         the parameters (embeddings, final norm, head; tied weights included) belong to the root unit."""
-        if self.kind == "ddp":
+        if self.strategy == "ddp":
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        if self.kind == "fsdp":
+        if self.strategy == "fsdp":
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
 
@@ -117,22 +119,21 @@ class Parallel:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-def setup_parallel(kind: str, device_name: str = "auto") -> Parallel:
-    """A :class:`Parallel` for ``kind`` ("none", "ddp", "fsdp"); "ddp"/"fsdp" need a ``torchrun`` launch
+def setup_parallel(strategy: str, device_name: str = "auto") -> Parallel:
+    """A :class:`Parallel` for ``strategy`` ("none", "ddp", "fsdp"); "ddp"/"fsdp" need a ``torchrun`` launch
     (or an initialized process group). The device is ``cuda:LOCAL_RANK`` when CUDA is used."""
-    if kind not in PARALLEL_KINDS:
-        raise ValueError(f"--parallel must be one of {', '.join(PARALLEL_KINDS)}, got {kind!r}")
-    want_cuda = device_name == "cuda" or device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if kind == "none":
-        if device_name == "auto":
-            return Parallel(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        return Parallel(device=torch.device(device_name))
+    if strategy not in PARALLEL_STRATEGIES:
+        raise ValueError(f"--parallel must be one of {', '.join(PARALLEL_STRATEGIES)}, got {strategy!r}")
+    device = resolve_device(device_name)
+    if strategy == "none":
+        return Parallel(device=device)
+    want_cuda = device.type == "cuda"
     owns = False
     if not dist.is_initialized():
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             raise ValueError(
-                f"--parallel {kind} needs a distributed launch: run it as "
-                f"`torchrun --nproc_per_node N -m muonlab train --parallel {kind} ...`"
+                f"--parallel {strategy} needs a distributed launch: run it as "
+                f"`torchrun --nproc_per_node N -m muonlab train --parallel {strategy} ...`"
             )
         backend = "nccl" if want_cuda else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
@@ -144,4 +145,4 @@ def setup_parallel(kind: str, device_name: str = "auto") -> Parallel:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    return Parallel(kind=kind, rank=rank, world_size=world_size, device=device, owns_group=owns)
+    return Parallel(strategy=strategy, rank=rank, world_size=world_size, device=device, owns_group=owns)

@@ -114,7 +114,7 @@ class Checkpointer:
         if payload.get("world_size", 1) != par.world_size:
             raise TrainError(f"checkpoint {self.path} was written by {payload.get('world_size', 1)} ranks, this run "
                              f"has {par.world_size}; resume with the same --nproc_per_node")
-        if par.kind == "fsdp":
+        if par.strategy == "fsdp":
             par.load_sharded(self.out / payload["sharded"], self.model, self.optimizer)
         else:
             self.model.load_state_dict(uncompiled_state_dict(payload["model"]))
@@ -138,7 +138,7 @@ class Checkpointer:
         par = self.parallel
         meta = {"step": step, "history": history.to_dict(), "config": self.cfg.trajectory_dict(),
                 "world_size": par.world_size, "warmup": warmup}
-        if par.kind == "fsdp":
+        if par.strategy == "fsdp":
             # Shards via torch.distributed.checkpoint in a folder named after the step; checkpoint.pt (written
             # last, atomically) points at it, so a crash in between leaves the previous pair intact.
             folder = f"{SHARDED_PREFIX}{step}"

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from muonlab.devices import device_problem
-from muonlab.distributed.parallel import PARALLEL_KINDS
+from muonlab.distributed.parallel import PARALLEL_STRATEGIES
 from muonlab.tasks.lm.data import TOKENIZERS
 from muonlab.tasks.lm.errors import TrainError
 from muonlab.tasks.lm.model import ATTENTION_KINDS, PRESETS, preset_problem
@@ -117,7 +117,7 @@ class TrainConfig:
                "comes after minutes of first-time compilation (BENCHMARKS.md) (default: off)", group="run")
     parallel: str = option(
         "none", "data parallel over torchrun ranks: ddp (replicated) or fsdp (FSDP2 shards); gloo on CPU, nccl on "
-                "CUDA (default: %(default)s)", group="run", choices=PARALLEL_KINDS)
+                "CUDA (default: %(default)s)", group="run", choices=PARALLEL_STRATEGIES)
     out: str = option(
         "runs/lm", "output folder: checkpoint.pt, results.json, loss.png, max_logit.png; checked before training "
                    "starts (default: %(default)s)", group="run")
@@ -145,8 +145,8 @@ class TrainConfig:
             raise TrainError(f"--lr must be a positive number, got {self.lr}")
         if self.qk_clip is not None and not (math.isfinite(self.qk_clip) and self.qk_clip > 0):
             raise TrainError(f"--qk-clip must be a positive number (tau), got {self.qk_clip}")
-        if self.parallel not in PARALLEL_KINDS:
-            raise TrainError(f"--parallel must be one of {', '.join(PARALLEL_KINDS)}, got {self.parallel!r}")
+        if self.parallel not in PARALLEL_STRATEGIES:
+            raise TrainError(f"--parallel must be one of {', '.join(PARALLEL_STRATEGIES)}, got {self.parallel!r}")
         if self.parallel != "none" and self.qk_clip is not None:
             raise TrainError("--qk-clip with --parallel is not supported yet: each rank would clip from its own "
                              "batch's logits; run QK-Clip experiments with --parallel none")

@@ -255,7 +255,7 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
     steady = step_times[min(3, len(step_times) // 2):]
     results["tokens_per_s_steady"] = tokens_per_step * len(steady) / sum(steady) if sum(steady) > 0 else None
     results["diverged"] = diverged
-    results["parallel"] = {"strategy": par.kind, "world_size": par.world_size}
+    results["parallel"] = {"strategy": par.strategy, "world_size": par.world_size}
     if par.is_main:
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
