@@ -64,7 +64,8 @@ def main() -> None:
                 torch.bmm(a, b, out=out)
 
         seconds = busiest(run, args.threads)
-        print(f"bmm, batch {batch}: per-thread CPU s {[round(s, 2) for s in seconds]}, busiest share {share(seconds):.3f}")
+        print(f"bmm, batch {batch}: per-thread CPU s {[round(s, 2) for s in seconds]}, "
+              f"busiest share {share(seconds):.3f}")
     if args.step is None:
         return
 

@@ -87,8 +87,8 @@ def max_abs(x: torch.Tensor) -> torch.Tensor:
     """max|G| per matrix of a batch (B, m, n), shape (B, 1, 1); NaN if G has one.
 
     As max(max G, −min G): two reads of G and no temporary (``x.abs().amax()`` allocates a copy),
-    and on CPU ≈ 15× faster than ``linalg.vector_norm(x, inf)``, whose kernel there is far slower than
-    other reductions (BENCHMARKS.md, issue 22). Both reductions propagate NaN, and ±Inf shows in one."""
+    and not ``linalg.vector_norm(x, inf)``, whose CPU kernel is far slower than other reductions
+    (BENCHMARKS.md, issue 22 item 4). Both reductions propagate NaN, and ±Inf shows in one."""
     dims = (-2, -1)
     return torch.maximum(x.amax(dim=dims, keepdim=True), x.amin(dim=dims, keepdim=True).neg_())
 
@@ -98,8 +98,8 @@ def left_multiply(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     A wide x that is the transposed view of a tall matrix gives a result whose transpose is
     contiguous (BLAS writes it directly, no copy), so the tall update the caller gets back is
-    contiguous: adding a transposed view into a parameter reads it with a stride and costs ≈ 13×
-    a contiguous add on CPU."""
+    contiguous: adding a transposed view into a parameter reads it with a stride, many times slower
+    than a contiguous add on CPU (BENCHMARKS.md, issue 22 item 4)."""
     out = torch.empty_like(x)
     return torch.bmm(q, x, out=out)
 
