@@ -250,7 +250,7 @@ def _first_stage(y: torch.Tensor, steps: int) -> torch.Tensor:
         restart = steps - 1 if steps > 1 else None
         u = it.gram_quintic_iteration(x0, schedule, restart_every=restart, gram=gram)
     else:
-        u = it.quintic_iteration(x0, schedule, gram=gram)
+        u = it.quintic_iteration(x0, schedule, gram=gram, overwrite=True)  # x0 is a scaled copy of y: scratch
     return _symmetric(torch.bmm(y, u.mT))
 
 
