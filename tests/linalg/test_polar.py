@@ -309,3 +309,28 @@ def test_polar_express_on_gaussian_matrices(m, n, seed):
     assert s_out.max() < 1.13
     if float(s[0] / s[-1]) < 100 * math.sqrt(min(m, n)) / 10:
         assert s_out.min() > 0.5
+
+
+@pytest.mark.parametrize(
+    "method", ["newton_schulz", "polar_express", "polar_express_gram_norm", "gram_newton_schulz", "cubic"]
+)
+@pytest.mark.parametrize("shape", [(3, 96, 24), (2, 24, 96), (2, 60, 48)])
+def test_tall_and_wide_results_are_contiguous(method, shape):
+    # The optimizers add the result into the parameter: a transposed view there is a strided read (far slower
+    # than a contiguous add on CPU), so the iterations write the tall case's last product in the input's layout.
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    out = polar(x, method)
+    assert out.is_contiguous()
+    # the same factor as the transposed problem's, transposed back (the layout changes nothing but the memory)
+    assert torch.allclose(out, polar(x.mT.contiguous(), method).mT, rtol=1e-4, atol=1e-5)
+
+
+def test_max_abs_is_the_largest_entry_and_propagates_nan_and_inf():
+    from muonlab.linalg.iterations import max_abs
+
+    x = torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(max_abs(x).flatten(), x.abs().amax(dim=(-2, -1)))
+    assert torch.equal(max_abs(x.mT).flatten(), x.abs().amax(dim=(-2, -1)))
+    x[1, 2, 3], x[2, 0, 0], x[3, 4, 6] = float("nan"), float("-inf"), float("inf")
+    got = max_abs(x).flatten()
+    assert got[0] == x[0].abs().max() and got[1].isnan() and got[2] == float("inf") and got[3] == float("inf")

@@ -287,3 +287,11 @@ def test_gram_power_bf16_iteration_stays_finite():
         ref = spectral_matrix(32, 64, kappa=kappa)
         out = spectral_power(ref.matrix.float(), 0.25, "gram", dtype=torch.bfloat16)
         assert torch.isfinite(out).all() and rel_err(out, ref.power(0.25)) < tol
+
+
+@pytest.mark.parametrize("p", [0.5, 0.25])
+def test_tall_power_is_contiguous_and_the_transposed_problems(p):
+    x = torch.randn(2, 96, 24, generator=torch.Generator().manual_seed(0))
+    out = spectral_power(x, p)
+    assert out.is_contiguous()  # the optimizers add it into the parameter (a strided read otherwise)
+    assert torch.allclose(out, spectral_power(x.mT.contiguous(), p).mT, rtol=1e-4, atol=1e-5)

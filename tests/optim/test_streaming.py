@@ -8,7 +8,7 @@ from torch import nn
 
 import muonlab
 from muonlab.bench.step import profile_step_memory
-from muonlab.optim.chunks import DEFAULT_SCRATCH_FLOOR, plan_chunks
+from muonlab.optim.chunks import DEFAULT_SCRATCH_FLOOR, batch_sizes, plan_chunks
 from muonlab.optim.settings import Blocks
 
 MIB = 2**20
@@ -70,6 +70,43 @@ def test_plan_chunks_keeps_same_shapes_together_and_respects_the_limit():
     assert chunks == [[0, 2], [4], [1], [3]]
     assert sorted(i for c in chunks for i in c) == list(range(5))
     assert plan_chunks(params, blocks, limit=1) == [[0], [2], [4], [1], [3]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_cpu_batches_are_a_multiple_of_the_threads_plus_single_matrices(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for count in range(1, 11):
+            sizes = batch_sizes(count, torch.device("cpu"))
+            assert sum(sizes) == count
+            batched = [s for s in sizes if s > 1]
+            assert len(batched) <= 1 and all(s % threads == 0 for s in batched)
+            assert sizes == [count] or sizes.count(1) == count % threads  # the rest one matrix at a time
+    finally:
+        torch.set_num_threads(before)
+    assert batch_sizes(7, torch.device("meta")) == [7]  # accelerators: one batched call
+
+
+def test_three_matrices_on_two_threads_run_as_two_and_one_with_the_same_result():
+    before = torch.get_num_threads()
+    results, shapes = [], []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        try:
+            params = _matrices([(32, 64)] * 3, seed=3)
+            opt = muonlab.Muon(params, lr=0.02)
+            seen = []
+            transform = opt.transform
+            opt.transform = lambda x, settings, overwrite=False: seen.append(tuple(x.shape)) or transform(
+                x, settings, overwrite=overwrite)
+            opt.step()
+            results.append(torch.cat([p.detach().flatten() for p in params]))
+            shapes.append(seen)
+        finally:
+            torch.set_num_threads(before)
+    assert shapes == [[(2, 32, 64), (1, 32, 64)], [(3, 32, 64)]]
+    assert torch.allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
 
 
 def test_max_scratch_bytes_is_validated():

@@ -83,12 +83,30 @@ def constant_schedule(coefficients: Sequence[float], steps: int) -> list[Coeffic
     return [(a, b, c)] * steps
 
 
-def _inverse_max_abs(x: torch.Tensor) -> torch.Tensor:
-    """1/max|G| per matrix, shape (B, 1, 1); 1/tiny for a zero matrix (its entries stay 0).
+def max_abs(x: torch.Tensor) -> torch.Tensor:
+    """max|G| per matrix of a batch (B, m, n), shape (B, 1, 1); NaN if G has one.
 
-    The inf-norm is one read of G with no temporary (``x.abs().amax()`` would allocate a copy)."""
-    amax = torch.linalg.vector_norm(x, float("inf"), dim=(-2, -1), keepdim=True)
-    return amax.clamp_min(torch.finfo(x.dtype).tiny).reciprocal()
+    As max(max G, −min G): two reads of G and no temporary (``x.abs().amax()`` allocates a copy),
+    and not ``linalg.vector_norm(x, inf)``, whose CPU kernel is far slower than other reductions
+    (BENCHMARKS.md, issue 22 item 4). Both reductions propagate NaN, and ±Inf shows in one."""
+    dims = (-2, -1)
+    return torch.maximum(x.amax(dim=dims, keepdim=True), x.amin(dim=dims, keepdim=True).neg_())
+
+
+def left_multiply(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Q X for batches q (B, m, m) and x (B, m, n), stored in x's memory layout.
+
+    A wide x that is the transposed view of a tall matrix gives a result whose transpose is
+    contiguous (BLAS writes it directly, no copy), so the tall update the caller gets back is
+    contiguous: adding a transposed view into a parameter reads it with a stride, many times slower
+    than a contiguous add on CPU (BENCHMARKS.md, issue 22 item 4)."""
+    out = torch.empty_like(x)
+    return torch.bmm(q, x, out=out)
+
+
+def _inverse_max_abs(x: torch.Tensor) -> torch.Tensor:
+    """1/max|G| per matrix, shape (B, 1, 1); 1/tiny for a zero matrix (its entries stay 0)."""
+    return max_abs(x).clamp_min(torch.finfo(x.dtype).tiny).reciprocal()
 
 
 def _scaled_copy(x: torch.Tensor, scale: torch.Tensor, fresh: bool) -> torch.Tensor:
@@ -206,7 +224,7 @@ def gram_quintic_iteration(
     q = None  # None stands for the identity, saving the first product
     for i, (a, b, c) in enumerate(schedule):
         if restart_every and i > 0 and i % restart_every == 0 and q is not None:
-            x0 = torch.bmm(q, x0)
+            x0 = left_multiply(q, x0)
             r = torch.bmm(x0, x0.mT)
             q = None
         poly = torch.baddbmm(r, r, r, beta=b, alpha=c)  # bR + cR²
@@ -217,4 +235,4 @@ def gram_quintic_iteration(
         pr = torch.bmm(poly, r)
         r = torch.bmm(pr, poly)
         r = torch.add(r, r.mT).mul_(0.5)  # keep R symmetric against rounding drift
-    return x0 if q is None else torch.bmm(q, x0)
+    return x0 if q is None else left_multiply(q, x0)

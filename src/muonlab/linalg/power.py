@@ -217,7 +217,7 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
     r = (1 - Fraction(p).limit_denominator(2 ** (GRAM_MAX_STAGES - 1))) / 2
     stages = len(stage_steps)
     bits = [(r.numerator >> (stages - i)) & 1 for i in range(1, stages + 1)]  # r = Σ bᵢ 2^{−i}
-    amax = x.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    amax = it.max_abs(x).clamp_min(torch.finfo(x.dtype).tiny)
     y = x / amax
     h = _first_stage(y, stage_steps[0])
     out = y
@@ -230,10 +230,10 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
             # inherits Qᵢ's coupling). Qᵢ·y first drops y's null part to rounding, so a later stage's
             # coupling is never multiplied by an earlier stage's large null values: rank-deficient
             # float32 G, p = ¼, erred 27% with the product Q₂Q₃ formed first, 0.5% this way.
-            out = torch.bmm(q, out)
+            out = it.left_multiply(q, out)  # in y's layout: a tall G's Ψ_p comes back contiguous
         if stage < stages:
             h = _symmetric(torch.bmm(h, q))
-    return out * amax.pow(p)
+    return out * amax.pow(p) if out is y else out.mul_(amax.pow(p))
 
 
 def _first_stage(y: torch.Tensor, steps: int) -> torch.Tensor:
@@ -250,7 +250,7 @@ def _first_stage(y: torch.Tensor, steps: int) -> torch.Tensor:
         restart = steps - 1 if steps > 1 else None
         u = it.gram_quintic_iteration(x0, schedule, restart_every=restart, gram=gram)
     else:
-        u = it.quintic_iteration(x0, schedule, gram=gram)
+        u = it.quintic_iteration(x0, schedule, gram=gram, overwrite=True)  # x0 is a scaled copy of y: scratch
     return _symmetric(torch.bmm(y, u.mT))
 
 

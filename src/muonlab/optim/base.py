@@ -27,7 +27,7 @@ from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.optim import groups as gr
 from muonlab.optim import pipeline as pl
-from muonlab.optim.chunks import ChunkPlans, scratch_budget, wire_dtype
+from muonlab.optim.chunks import ChunkPlans, batch_sizes, scratch_budget, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
 from muonlab.optim.routing import looks_unrouted
@@ -367,7 +367,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
 
         Shape: each input is cut into blocks (:func:`muonlab.optim.pipeline.to_blocks`); blocks of equal
-        (m, n, dtype, device) across all inputs are concatenated into one (B, m, n) batch; transform: one
+        (m, n, dtype, device) across all inputs are concatenated into (B, m, n) batches (one, or on CPU a multiple of
+        the thread count and single matrices: :func:`muonlab.optim.chunks.batch_sizes`); transform: one
         :meth:`transform` call per batch; scale: multiplied by the shape scale s(m, n) of the settings'
         ``adjust_lr_fn``, and reassembled. ``settings``: a group's settings object, or a param-group dict
         (read and checked here). Pure: no optimizer state is read or written, and ``inputs`` are not modified
@@ -388,21 +389,24 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         results: list[list[torch.Tensor | None]] = [[None] * len(bl) for bl in blocks]
         adjust_lr_fn = settings.adjust_lr_fn
         transform = self._compiled_transform or self.transform
-        for (rows, cols, _, _), idx in buckets.items():
-            parts = [blocks[i][j] for i, j in idx]
-            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-            # The transform may overwrite a batch that is a fresh concatenation, or the scratch inputs
-            # themselves (a view of one input is its only block here when the input is whole).
-            overwrite = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
-            out = transform(batch, settings, overwrite=overwrite)
+        for (rows, cols, _, device), bucket in buckets.items():
             scale = pl.shape_scale(rows, cols, adjust_lr_fn)
-            if scale != 1.0:
-                # In place unless the transform handed back its input (Ψ₁ is the identity).
-                out = out * scale if out is batch else out.mul_(scale)
-            del batch  # a concatenated copy is scratch: free it before the next bucket's
-            pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
-            for (i, j), piece in zip(idx, pieces):
-                results[i][j] = piece
+            start = 0
+            for size in batch_sizes(len(bucket), device):  # on CPU: batches the threads share evenly
+                idx, start = bucket[start : start + size], start + size
+                parts = [blocks[i][j] for i, j in idx]
+                batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+                # The transform may overwrite a batch that is a fresh concatenation, or the scratch inputs
+                # themselves (a view of one input is its only block here when the input is whole).
+                overwrite = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
+                out = transform(batch, settings, overwrite=overwrite)
+                if scale != 1.0:
+                    # In place unless the transform handed back its input (Ψ₁ is the identity).
+                    out = out * scale if out is batch else out.mul_(scale)
+                del batch  # a concatenated copy is scratch: free it before the next batch's
+                pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
+                for (i, j), piece in zip(idx, pieces):
+                    results[i][j] = piece
         return [pl.from_blocks(r, x, layout) for r, x in zip(results, inputs)]
 
 

@@ -57,6 +57,21 @@ def plan_chunks(params: list[torch.Tensor], blocks: Blocks, limit: int) -> list[
     return chunks
 
 
+def batch_sizes(count: int, device: torch.device) -> list[int]:
+    """How a transform call's ``count`` same-shape matrices split into batches: all in one, except on CPU.
+
+    On CPU, MKL's batched matmul (what ``torch.bmm`` calls for a batch of more than one) hands whole
+    products to threads, so a batch of B on T threads takes ⌈B/T⌉ products' time: 3 matrices on 2 threads
+    run at 3/4 of the rate (the per-thread CPU time splits 2:1), while a batch of one is split inside the
+    product across all threads (BENCHMARKS.md, issue 22 item 4). So the largest multiple of T runs as one
+    batch and the rest one matrix at a time. Accelerators take every matrix in one batched call (one kernel
+    launch per product)."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    remainder = count % threads
+    whole = count - remainder
+    return ([whole] if whole else []) + [1] * remainder
+
+
 def block_cost(sections, polar: PolarSettings | None) -> float:
     """Flops of transforming one parameter's blocks with the group's polar method (the registry's count; the
     quintic ×5 count for methods without a fixed one, e.g. SVD or QDWH, and for transforms that are not a polar
