@@ -176,3 +176,28 @@ def test_state_dtype_spellings():
     assert sc.check_state_dtype("int8") == "int8"
     with pytest.raises(ValueError, match="param_rounding must be one of 'nearest', 'stochastic'; got 'up'"):
         sc.check_param_rounding("up")
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_table_encoder_picks_the_nearest_level_like_a_search(signed):
+    """The bucket-table encoder against a plain nearest-level search (fp64) on values spread over all decades,
+    the levels themselves and the midpoints between them."""
+    levels = sc.dynamic_map(signed).double()
+    mids = (levels[1:] + levels[:-1]) / 2
+    g = torch.Generator().manual_seed(6)
+    spread = torch.exp(-torch.rand(200_000, generator=g, dtype=torch.float64) * 20)
+    if signed:
+        spread = spread * torch.randn(spread.shape, generator=g, dtype=torch.float64).sign()
+    values = torch.cat([spread, levels, mids, torch.tensor([1.0, 0.0])]).float()
+    width = sc.BLOCK_SIZE - 1
+    padded = torch.cat([values, torch.zeros(-values.numel() % width)]).reshape(-1, width)
+    x = torch.cat([torch.ones(padded.shape[0], 1), padded], dim=1)  # each block's absmax is 1
+    codes, scales = sc.quantize_blockwise(x, signed)
+    assert bool((scales == 1).all())
+    got = levels[codes[:, 1:].long()].reshape(-1)[: values.numel()]
+    distance = (values.double().unsqueeze(1) - levels.unsqueeze(0)).abs()
+    if not signed:  # by design a positive value takes at least the smallest positive level, never 0
+        distance[:, 0] = torch.where(values > 0, float("inf"), distance[:, 0].double())
+    best = distance.min(dim=1).values
+    # ties at a midpoint may go either way by the fp32 rounding of the midpoint
+    assert bool(((got - values.double()).abs() <= best + 1e-6 * values.double().abs() + 1e-12).all())

@@ -47,6 +47,7 @@ SLICE_ELEMENTS = 1 << 22
 _MASK32 = 0xFFFFFFFF
 # odd multipliers below 2³¹, so that a 32-bit value times one stays below 2⁶³ (no int64 overflow)
 _MUL1, _MUL2 = 0x7FEB352D, 0x68E31DA5
+_WEYL = 0x2C1B3C6D  # odd: i ↦ i·_WEYL is a bijection mod 2³²
 
 
 def check_state_dtype(value, where: str = "") -> str:
@@ -69,7 +70,7 @@ def check_param_rounding(value, where: str = "") -> str:
 
 # ---------------------------------------------------------------- counter-based random bits
 def _mix32_int(x: int) -> int:
-    """The 32-bit integer hash of :func:`_mix32` on a Python int (for keys)."""
+    """A 32-bit integer hash (xor-shift-multiply avalanche) of a Python int, for keys."""
     x &= _MASK32
     x ^= x >> 16
     x = (x * _MUL1) & _MASK32
@@ -88,25 +89,30 @@ def rounding_key(seed: int, *ids: int) -> int:
     return key
 
 
-def _mix32(h: torch.Tensor) -> torch.Tensor:
-    """In place on an int64 tensor of 32-bit values: xor-shift-multiply avalanche hash (every output bit depends
-    on every input bit)."""
-    h.bitwise_xor_(h >> 16)
-    h.mul_(_MUL1).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 15)
-    h.mul_(_MUL2).bitwise_and_(_MASK32)
-    h.bitwise_xor_(h >> 16)
-    return h
+def _as_int32(value: int) -> int:
+    value &= _MASK32
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def random_bits16(numel: int, key: int, offset: int = 0, device=None) -> torch.Tensor:
-    """16 uniform random bits (int64 in [0, 2¹⁶)) for each element index offset … offset + numel − 1 under ``key``:
-    the top half of a 32-bit hash of (index, key). A pure function of its arguments."""
-    h = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
-    if offset + numel > _MASK32:
-        h = (h & _MASK32) ^ (((h >> 32) * _MUL2) & _MASK32)
-    h.bitwise_xor_(key & _MASK32)
-    return _mix32(h) >> 16
+    """16 uniform random bits (int32 in [0, 2¹⁶)) for each element index offset … offset + numel − 1 under ``key``:
+    the top half of a 32-bit hash of (index, key). A pure function of its arguments.
+
+    The hash runs in int32 with wrapping multiplies (the cheapest integer ops on every device): h = i·A + key,
+    then h ^= h ≫ 15, h ·= B, h ^= h ≫ 16 (logical shifts, i.e. arithmetic ones masked). Index i·A alone is a
+    Weyl sequence (evenly spread bits within a tensor); the key, a hash of the step, moves every element to an
+    unrelated point each step; the xor-shift-multiply mixes the top bits that are used."""
+    if offset + numel <= 1 << 31:
+        h = torch.arange(offset, offset + numel, dtype=torch.int32, device=device)
+    else:  # indices past 2³¹: fold the high word in, then wrap to int32
+        wide = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
+        wide = (wide & _MASK32) ^ (((wide >> 32) * _MUL2) & _MASK32)
+        h = torch.where(wide >= 1 << 31, wide - (1 << 32), wide).to(torch.int32)
+    h.mul_(_WEYL).add_(_as_int32(key))
+    h.bitwise_xor_((h >> 15).bitwise_and_(0x1FFFF))
+    h.mul_(_as_int32(_MUL1))
+    h.bitwise_xor_((h >> 16).bitwise_and_(0xFFFF))
+    return (h >> 16).bitwise_and_(0xFFFF)
 
 
 def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,10 +128,9 @@ def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch
     out_flat = out.view(-1)
     for start in range(0, flat.numel(), SLICE_ELEMENTS):
         part = flat[start:start + SLICE_ELEMENTS]
-        bits = part.view(torch.int32).to(torch.int64)  # sign-extended: the high half stays the signed top 16 bits
-        bits.add_(random_bits16(part.numel(), key, offset + start, part.device))
-        rounded = (bits >> 16).to(torch.int16).view(torch.bfloat16)
-        # NaN patterns near 0x7FFFFFFF could carry into the sign bit: keep them NaN
+        # int32 bits + < 2¹⁶ cannot overflow except from NaN patterns (0x7FFF….), which are put back below
+        bits = random_bits16(part.numel(), key, offset + start, part.device).add_(part.view(torch.int32))
+        rounded = (bits >> 16).to(torch.int16).view(torch.bfloat16)  # the signed top half: sign, exponent, 7 bits
         out_flat[start:start + SLICE_ELEMENTS] = torch.where(part.isnan(), part.to(torch.bfloat16), rounded)
     return out
 
@@ -146,10 +151,21 @@ def _dynamic_levels(signed: bool) -> tuple[float, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _map_on(signed: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    levels = torch.tensor(_dynamic_levels(signed), dtype=torch.float64)
-    midpoints = (levels[1:] + levels[:-1]) / 2
-    return levels.to(device, torch.float32), midpoints.to(device, torch.float32)
+def _map_on(signed: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(levels, magnitude midpoints + [inf], bucket table, index of level 0) of a map on ``device``.
+
+    The encoder finds the nearest level of a magnitude v ∈ [0, 1] without a search: v's fp32 bits ≫ 12 name a
+    bucket of relative width ≤ 2⁻¹¹, and ``table[bucket]`` counts the midpoints below the bucket's lowest value.
+    Adjacent midpoints are ≥ 0.9/128 apart relative to their value (far wider than a bucket), so at most one lies
+    inside a bucket: code = table[bucket] + (v > midpoint[table[bucket]])."""
+    levels64 = torch.tensor(_dynamic_levels(signed), dtype=torch.float64)
+    magnitudes = levels64[levels64 >= 0]
+    midpoints = ((magnitudes[1:] + magnitudes[:-1]) / 2).float()
+    lows = (torch.arange(0, (0x3F800000 >> 12) + 1, dtype=torch.int32) << 12).view(torch.float32)
+    table = torch.bucketize(lows, midpoints).to(torch.int16)
+    midpoints = torch.cat([midpoints, torch.tensor([float("inf")])])
+    zero = int((levels64 < 0).sum())
+    return levels64.to(device, torch.float32), midpoints.to(device), table.to(device), zero
 
 
 def dynamic_map(signed: bool, device=None) -> torch.Tensor:
@@ -199,7 +215,7 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
     ``codes``/``scales`` when given. Row slice by row slice (bounded temporaries)."""
     rows, nblocks = blocks_per_row(x.shape)
     length = x.numel() // max(rows, 1)
-    levels, midpoints = _map_on(bool(signed), x.device)
+    _, midpoints, table, zero = _map_on(bool(signed), x.device)
     if codes is None:
         codes = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
     if scales is None:
@@ -209,10 +225,14 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
         blocks = _padded_blocks(x_rows[start:stop].float(), stop - start, nblocks)
         absmax = blocks.abs().amax(dim=-1)
         scales[start:stop] = absmax
-        normalized = blocks / torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1)
-        index = torch.bucketize(normalized, midpoints)
-        if not signed:
-            index = torch.where(normalized > 0, index.clamp(min=1), index)
+        # |x|/a ≤ 1 exactly (IEEE division is monotone); a zero block divides by 1
+        magnitude = blocks.abs().div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
+        below = table[magnitude.view(torch.int32) >> 12].long()
+        index = below.add_(magnitude > midpoints[below])
+        if signed:
+            index = torch.where(blocks < 0, zero - index, zero + index)
+        else:  # a positive second moment never becomes 0
+            index = torch.where(magnitude > 0, index.clamp_(min=1), index)
         code_rows[start:stop] = index.reshape(stop - start, -1)[:, :length].to(torch.uint8)
     return codes, scales
 
@@ -222,7 +242,7 @@ def dequantize_blockwise(codes: torch.Tensor, scales: torch.Tensor, signed: bool
     """codes, scales (from :func:`quantize_blockwise`) → a·map[c], shaped like ``codes`` (into ``out`` if given)."""
     rows, nblocks = blocks_per_row(codes.shape)
     length = codes.numel() // max(rows, 1)
-    levels, _ = _map_on(bool(signed), codes.device)
+    levels = _map_on(bool(signed), codes.device)[0]
     if out is None:
         out = torch.empty(codes.shape, dtype=dtype, device=codes.device)
     code_rows, out_rows = codes.reshape(rows, length), out.view(rows, length)
