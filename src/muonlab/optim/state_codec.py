@@ -232,7 +232,7 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
         if signed:
             index = torch.where(blocks < 0, zero - index, zero + index)
         else:  # a positive second moment never becomes 0
-            index = torch.where(magnitude > 0, index.clamp_(min=1), index)
+            index = torch.where(magnitude > 0, index.clamp(min=1), index)
         code_rows[start:stop] = index.reshape(stop - start, -1)[:, :length].to(torch.uint8)
     return codes, scales
 
