@@ -201,3 +201,31 @@ def test_table_encoder_picks_the_nearest_level_like_a_search(signed):
     best = distance.min(dim=1).values
     # ties at a midpoint may go either way by the fp32 rounding of the midpoint
     assert bool(((got - values.double()).abs() <= best + 1e-6 * values.double().abs() + 1e-12).all())
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
+def test_encode_decode_state_entries(fmt):
+    owner = torch.zeros(6, 300)
+    work = torch.randn(6, 300, generator=torch.Generator().manual_seed(8))
+    state: dict = {}
+    assert torch.equal(sc.decode(state, "exp_avg", owner, torch.float32), torch.zeros(6, 300))
+    sc.encode(state, "exp_avg", owner, work, fmt, rounding=1)
+    back = sc.decode(state, "exp_avg", owner, torch.float32)
+    if fmt == "bfloat16":
+        assert state["exp_avg"].dtype == torch.bfloat16 and sc.state_nbytes(state) == 6 * 300 * 2
+        low, high = _bf16_neighbours(work)
+        assert bool(((back == low) | (back == high)).all())
+    else:
+        assert state["exp_avg"].dtype == torch.uint8 and state["exp_avg_absmax"].shape == (6, 2)
+        assert sc.state_nbytes(state) == 6 * 300 + 6 * 2 * 4
+        assert float((back - work).abs().max()) <= sc.max_quantization_error(True) * float(work.abs().max())
+    storage = state["exp_avg"].data_ptr()
+    sc.encode(state, "exp_avg", owner, back, fmt, rounding=2)  # written in place, and a fixed point
+    assert state["exp_avg"].data_ptr() == storage
+    assert torch.equal(sc.decode(state, "exp_avg", owner, torch.float32), back)
+    # a full-precision entry (an fp32 checkpoint) decodes as itself, and re-encodes into the new format
+    state = {"exp_avg": work.clone()}
+    assert torch.equal(sc.decode(state, "exp_avg", owner, torch.float32), work)
+    sc.encode(state, "exp_avg", owner, work, "int8" if fmt == "bfloat16" else "bfloat16", rounding=3)
+    assert sc.stored_format(state, "exp_avg") == ("int8" if fmt == "bfloat16" else "bfloat16")
+    assert ("exp_avg_absmax" in state) == (fmt == "bfloat16")

@@ -259,3 +259,102 @@ def max_quantization_error(signed: bool) -> float:
     :func:`quantize_blockwise` guarantees on every element, relative to its block's absmax a."""
     levels = _dynamic_levels(bool(signed))
     return max(b - a for a, b in zip(levels, levels[1:])) / 2
+
+
+# ---------------------------------------------------------------- state entries in a stored format
+# Each state tensor's stream of random bits: (rounding seed, parameter index, slot, step).
+SLOTS = {"momentum_buffer": 0, "exp_avg": 1, "exp_avg_sq": 2}
+PARAM_SLOT = 3
+# Adam's second moment is non-negative: the unsigned map (its 8th bit adds precision instead of a sign)
+UNSIGNED_KEYS = frozenset({"exp_avg_sq"})
+# int8 state: state[key] holds the uint8 codes, state[key + ABSMAX_SUFFIX] the fp32 absmax of each block
+ABSMAX_SUFFIX = "_absmax"
+
+
+def slot_of(key: str) -> int:
+    return SLOTS.get(key, 4 + sum(map(ord, key)))
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _sharded_like(local: torch.Tensor, owner: torch.Tensor, shape=None) -> torch.Tensor:
+    """``local`` as the state of ``owner``: itself for a plain parameter, a DTensor with the parameter's mesh and
+    placements (global shape ``shape``, default the parameter's) for a DTensor one."""
+    if not hasattr(owner, "device_mesh"):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    shape = torch.Size(shape if shape is not None else owner.shape)
+    stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+    return DTensor.from_local(local, owner.device_mesh, owner.placements, run_check=False, shape=shape, stride=stride)
+
+
+def check_row_sharding(owner: torch.Tensor, where: str = "") -> None:
+    """int8 state keeps one absmax per block of a row: a DTensor parameter must be sharded along dim 0 only."""
+    for placement in getattr(owner, "placements", ()):
+        if placement.is_shard() and placement.dim % owner.dim() != 0:
+            raise ValueError(f"{where}state_dtype 'int8' needs parameters sharded along dim 0 (as FSDP2 does by "
+                             f"default); got a parameter of shape {tuple(owner.shape)} sharded along dim {placement.dim}")
+
+
+def global_offset(owner: torch.Tensor) -> int:
+    """The flat index, in the whole parameter, of this rank's first local element (0 for a plain tensor). For a
+    parameter sharded along dim 0 the local elements are the consecutive indices from there, so stochastic
+    rounding draws the bits the whole tensor would."""
+    if not hasattr(owner, "device_mesh"):
+        return 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, offsets = compute_local_shape_and_global_offset(owner.shape, owner.device_mesh, owner.placements)
+    strides = [math.prod(owner.shape[i + 1:]) for i in range(owner.dim())]
+    return int(sum(o * s for o, s in zip(offsets, strides)))
+
+
+def stored_format(state: dict, key: str) -> str | None:
+    """How ``state[key]`` is stored: "int8", "bfloat16", the name of another float dtype, or None (absent)."""
+    value = state.get(key)
+    if value is None:
+        return None
+    if key + ABSMAX_SUFFIX in state and value.dtype == torch.uint8:
+        return "int8"
+    return str(value.dtype).removeprefix("torch.")
+
+
+def decode(state: dict, key: str, local_like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new local tensor in ``dtype`` holding ``state[key]`` (zeros when absent), whatever its stored format."""
+    fmt = stored_format(state, key)
+    if fmt is None:
+        return torch.zeros(local_like.shape, dtype=dtype, device=local_like.device)
+    stored = _local(state[key])
+    if fmt == "int8":
+        out = dequantize_blockwise(stored, _local(state[key + ABSMAX_SUFFIX]), key not in UNSIGNED_KEYS)
+        return out if out.dtype == dtype else out.to(dtype)
+    return stored.to(dtype=dtype, copy=True)
+
+
+def encode(state: dict, key: str, owner: torch.Tensor, work: torch.Tensor, fmt: str, rounding: int) -> None:
+    """Store the local tensor ``work`` as ``state[key]`` in format ``fmt`` ("bfloat16" or "int8"), in place into
+    the existing storage when it has that format (the DTensor wrapper stays), new storage sharded like ``owner``
+    otherwise. ``rounding``: the key of this write's stochastic-rounding bits (bf16)."""
+    if fmt == "bfloat16":
+        state.pop(key + ABSMAX_SUFFIX, None)
+        if stored_format(state, key) != "bfloat16":
+            state[key] = _sharded_like(torch.empty(work.shape, dtype=torch.bfloat16, device=work.device), owner)
+        stochastic_round_bf16(work, rounding, global_offset(owner), out=_local(state[key]))
+        return
+    if fmt != "int8":
+        raise ValueError(f"encode: format must be 'bfloat16' or 'int8', got {fmt!r}")
+    if stored_format(state, key) != "int8":
+        rows, nblocks = blocks_per_row(owner.shape)
+        local_rows = work.shape[0]
+        state[key] = _sharded_like(torch.empty(work.shape, dtype=torch.uint8, device=work.device), owner)
+        state[key + ABSMAX_SUFFIX] = _sharded_like(
+            torch.empty((local_rows, nblocks), dtype=torch.float32, device=work.device), owner, (rows, nblocks))
+    quantize_blockwise(work, key not in UNSIGNED_KEYS, _local(state[key]), _local(state[key + ABSMAX_SUFFIX]))
+
+
+def state_nbytes(state: dict) -> int:
+    """Bytes of the tensors in one parameter's state (local shards: this rank's share)."""
+    return sum(_local(v).numel() * _local(v).element_size() for v in state.values() if torch.is_tensor(v))
