@@ -43,6 +43,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cautious-wd", action="store_true",
                    help="cautious weight decay (arXiv 2510.12402) for the spectral optimizers: decay only the entries "
                         "where the weight and its update share a sign; needs --weight-decay > 0 to matter (default: off)")
+    g.add_argument("--state-dtype", choices=("float32", "bfloat16", "bf16", "int8"), default=d.state_dtype,
+                   help="spectral optimizers: store the optimizer state (momenta, the AdamW part's moments) in float32, "
+                        "bfloat16 (stochastic rounding) or int8 (blockwise 8-bit); updated in fp32 (default: %(default)s)")
+    g.add_argument("--param-dtype", choices=("float32", "bfloat16", "bf16"), default=d.param_dtype,
+                   help="parameter storage: float32, or bfloat16 without an fp32 copy (the forward then runs in bf16) "
+                        "(default: %(default)s)")
+    g.add_argument("--param-rounding", choices=("nearest", "stochastic"), default=d.param_rounding,
+                   help="with --param-dtype bf16 and a spectral optimizer: round each parameter update to bf16 to "
+                        "nearest or stochastically (unbiased: small updates survive on average) (default: %(default)s)")
     g.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
     g.add_argument("--grad-clip", type=float, default=d.grad_clip,
                    help="clip the global gradient norm to this; 0 disables (default: %(default)s)")
@@ -95,6 +104,9 @@ def config_from_args(args: argparse.Namespace):
         tie_embeddings=not args.untied, block_size=args.block_size, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, aux_lr=args.aux_lr, weight_decay=args.weight_decay,
         cautious_wd=args.cautious_wd,
+        state_dtype={"bf16": "bfloat16"}.get(args.state_dtype, args.state_dtype),
+        param_dtype={"bf16": "bfloat16"}.get(args.param_dtype, args.param_dtype),
+        param_rounding=args.param_rounding,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, steps=args.steps, seed=args.seed,
         eval_every=args.eval_every, eval_batches=args.eval_batches, ckpt_every=args.ckpt_every,
         qk_clip=args.qk_clip, record_logits=not args.no_record_logits, device=args.device, threads=args.threads,

@@ -40,6 +40,8 @@ ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
 NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -60,6 +62,9 @@ class TrainConfig:
     aux_lr: float = ADAMW_AUX_LR       # AdamW lr for embeddings, head and vectors under a matrix optimizer
     weight_decay: float = 0.0
     cautious_wd: bool = False          # spectral optimizers: decay only where W and the update agree in sign
+    state_dtype: str = "float32"       # spectral optimizers: optimizer state stored as float32, bfloat16 or int8
+    param_dtype: str = "float32"       # float32, or bfloat16: parameters stored in bf16 (no fp32 copy)
+    param_rounding: str = "nearest"    # bf16 parameters under a spectral optimizer: nearest or stochastic
     warmup_steps: int | None = None    # None: 5% of steps
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
@@ -89,6 +94,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "ckpt_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.state_dtype not in STATE_DTYPES:
+            raise TrainError(f"--state-dtype must be one of {', '.join(STATE_DTYPES)}, got {self.state_dtype!r}")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise TrainError(f"--param-dtype must be one of {', '.join(PARAM_DTYPES)}, got {self.param_dtype!r}")
+        if self.param_rounding not in ("nearest", "stochastic"):
+            raise TrainError(f"--param-rounding must be nearest or stochastic, got {self.param_rounding!r}")
+        if self.optimizer in ("adamw", "sgd") and (self.state_dtype != "float32" or self.param_rounding != "nearest"):
+            raise TrainError(f"--state-dtype and --param-rounding apply to the spectral optimizers, not --optimizer "
+                             f"{self.optimizer}")
+        if self.param_rounding == "stochastic" and self.param_dtype != "bfloat16":
+            raise TrainError("--param-rounding stochastic rounds bf16 parameters: it needs --param-dtype bf16")
         if self.cautious_wd and self.optimizer in ("adamw", "sgd"):
             raise TrainError(f"--cautious-wd applies to the spectral optimizers, not --optimizer {self.optimizer}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -151,7 +167,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
     except ValueError as err:
         raise TrainError(str(err)) from err
     torch.manual_seed(cfg.seed)
-    return GPT(gpt_cfg)
+    # bf16 parameters start from the fp32 initialization rounded to nearest: the same model as the fp32 run's
+    return GPT(gpt_cfg).to(PARAM_DTYPES[cfg.param_dtype])
 
 
 def _adamw_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
@@ -181,6 +198,11 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
 
         # parallel none: one process even if a process group happens to exist (e.g. a rank-0-only run)
         extra = {"cautious_wd": True} if cfg.cautious_wd else {}
+        # only when asked: an optimizer from before these options is then built exactly as it was
+        if cfg.state_dtype != "float32":
+            extra["state_dtype"] = cfg.state_dtype
+        if cfg.param_rounding != "nearest":
+            extra["param_rounding"] = cfg.param_rounding
         opt = make_optimizer(cfg.optimizer, param_groups(model), lr=lr, weight_decay=cfg.weight_decay,
                              adamw_lr=cfg.aux_lr, distributed="auto" if cfg.parallel != "none" else "none", **extra)
     for group in opt.param_groups:
@@ -328,6 +350,8 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - t0)
             history.record_step(step + 1, loss, step_times[-1], logits)
+            if hasattr(optimizer, "last_step_stats"):  # muonlab optimizers: what the step did
+                history.record_telemetry(step + 1, optimizer.last_step_stats())
             diverged = not math.isfinite(loss)
             if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps or diverged:
                 history.record_val(step + 1, evaluate(model, val_batches, device) if not diverged else float("nan"))
