@@ -45,6 +45,7 @@ from muonlab.linalg import POLAR_METHODS, polar
 from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, quintic_flops
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.optim import pipeline as pl
+from muonlab.optim import state_codec as sc
 
 KINDS = ("matrix", "embedding", "head", "vector")
 NONFINITE_POLICIES = ("skip", "raise")
@@ -120,8 +121,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         max_scratch_bytes: int | None = None,
         compile: bool = False,
         cautious_wd: bool = False,
+        state_dtype="float32",
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         self._distribution = OptimizerDistribution(distributed)
+        self._store = sc.StateStore(rounding_seed)
+        self._telemetry = _Telemetry()
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -151,6 +157,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             num_heads=num_heads,
             split_sizes=split_sizes,
             cautious_wd=cautious_wd,
+            state_dtype=sc.check_state_dtype(state_dtype, ""),
+            param_rounding=param_rounding,
         )
         check_cautious_wd(cautious_wd, "")
         self._check_common(defaults, "")
@@ -159,6 +167,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {torch.typename(params)}")
         super().__init__(params, defaults)
+        self._store.reindex(self.param_groups)
         self._distribution.validate([(g["params"], g["update"] == "spectral") for g in self.param_groups])
 
     # ------------------------------------------------------------------ construction / routing
@@ -167,6 +176,11 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         check_betas(group["adamw_betas"], f"{where}adamw_betas")
         check_nonnegative(group["adamw_eps"], f"{where}adamw_eps")
         check_nonnegative(group["adamw_weight_decay"], f"{where}adamw_weight_decay")
+        group["state_dtype"] = sc.check_state_dtype(group["state_dtype"], where)
+        sc.check_param_rounding(group["param_rounding"], where)
+        if group["state_dtype"] == "int8":
+            for i, p in enumerate(group.get("params", ())):
+                sc.check_row_sharding(p, f"{where}{self._label(group, i)}: ")
         if group["tensor_layout"] not in pl.TENSOR_LAYOUTS:
             raise ValueError(
                 f"{where}tensor_layout must be one of {', '.join(pl.TENSOR_LAYOUTS)}; got {group['tensor_layout']!r}"
@@ -247,7 +261,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     def _add_routed(self, group: dict) -> None:
         where = f"param group {len(self.param_groups)} ({group['kind']}): "
         for key, default in self.defaults.items():
-            if key.startswith("adamw_") or key in ("tensor_layout", "num_heads", "split_sizes"):
+            if key.startswith("adamw_") or key in ("tensor_layout", "num_heads", "split_sizes", "state_dtype",
+                                                    "param_rounding"):
                 group.setdefault(key, default)
         self._check_common(group, where)
         if group["kind"] == "matrix":
@@ -311,8 +326,10 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             [g["params"] for g in self.param_groups], [(g["update"], params) for g, params in work], finite
         )
         if not finite:
+            self._telemetry.skipped += 1
             self._handle_nonfinite()
             return loss
+        self._telemetry.begin_step()
         for group, params in work:
             if not params:
                 continue
@@ -325,13 +342,17 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             # Half-precision parameters keep fp32 state: fp16 cannot hold Adam's v (g² underflows).
             grads = [_local(p.grad) for p in params]
             grads = [g if g.dtype == state_dtype(p) else g.to(state_dtype(p)) for g, p in zip(grads, params)]
+            if group["state_dtype"] == "bfloat16" or self._rounds_params(group, params):
+                for p in params:  # the step count of this step's stochastic-rounding keys
+                    self._store.count(self.state[p])
             try:
                 if group["update"] == "adamw":
-                    self._adamw_step(group, local_params, grads)
+                    self._adamw_step(group, params, local_params, grads)
                 else:
                     self._spectral_step(group, params, local_params, grads)
             finally:
                 self._param_of = {}
+                self._store.pending.clear()
         return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -340,7 +361,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         torch.optim.Optimizer casts every floating state tensor to its parameter's dtype, which
         would round the fp32 moments of bf16/fp16 parameters; resuming must be exact.
         """
+        # how state is stored is this optimizer's choice, not the checkpoint's: keep it, convert the state below
+        storage = [(g["state_dtype"], g["param_rounding"]) for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, (fmt, rounding) in zip(self.param_groups, storage):
+            group["state_dtype"], group["param_rounding"] = fmt, rounding
+        self._store.reindex(self.param_groups)
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, p in zip(saved_ids, params):
@@ -348,6 +374,16 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 current = self.state[p].get(key)
                 if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
                     self.state[p][key] = value.to(device=p.device, copy=True)
+        self._convert_state()
+
+    def _convert_state(self) -> None:
+        """Re-store every moment in its group's state dtype (after loading a checkpoint saved with another one)."""
+        for p in (p for g in self.param_groups for p in g["params"]):
+            state = self.state.get(p, {})
+            for key in sc.SLOTS:
+                if key in state:
+                    self._buffers([p], key)
+            self._store.flush()
 
     def _handle_nonfinite(self) -> None:
         bad = []
@@ -364,23 +400,37 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             stacklevel=3,
         )
 
-    def _adamw_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        exp_avgs = self._buffers(params, "exp_avg")
-        exp_avg_sqs = self._buffers(params, "exp_avg_sq")
-        steps = self._count_steps(params)
+    def _adamw_step(self, group: dict, owners: list[torch.Tensor], params: list[torch.Tensor],
+                    grads: list[torch.Tensor]) -> None:
+        """AdamW on the group; with stored low-precision state (or stochastically rounded bf16 parameters) chunk by
+        chunk of the scratch budget, so that only one chunk's fp32 moments (and parameters) are decoded at once."""
+        rounded = self._rounds_params(group, owners)
+        if group["state_dtype"] == "float32" and not rounded:
+            chunks = [list(range(len(params)))]
+        else:
+            chunks = byte_chunks(owners, self.scratch_budget(group, owners) // 3)
         beta1, beta2 = group["betas"]
-        pl.adamw_update(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            steps,
-            lr=pl.to_scalar(group["lr"]),
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-        )
+        for chunk in chunks:
+            chunk_params = [params[i] for i in chunk]
+            exp_avgs = self._buffers(chunk_params, "exp_avg")
+            exp_avg_sqs = self._buffers(chunk_params, "exp_avg_sq")
+            steps = self._count_steps(chunk_params)
+            targets = [p.float() for p in chunk_params] if rounded else chunk_params
+            pl.adamw_update(
+                targets,
+                [grads[i] for i in chunk],
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                lr=pl.to_scalar(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )
+            self._store.flush()
+            if rounded:
+                self._round_params(chunk_params, targets)
 
     def _spectral_step(
         self, group: dict, params: list[torch.Tensor], local_params: list[torch.Tensor], grads: list[torch.Tensor]
@@ -398,6 +448,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             chunk_params = [local_params[i] for i in chunk]
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(group, chunk_params, chunk_grads)
+            self._store.flush()  # the moments are final: encode them before the transform's memory peak
             updates = self._distribution.map_matrices(
                 lambda whole: self.compute_updates(whole, group, inputs_are_scratch=scratch),
                 inputs,
@@ -407,6 +458,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             )
             del inputs
             self.apply_updates(group, chunk_params, chunk_grads, updates)
+            self._store.flush()  # state an apply_updates read and updated (PolarGrad's polar-first momentum)
             del updates
 
     def _step_plan(self, group: dict, params: list[torch.Tensor]) -> tuple[list[list[int]], list[float]]:
@@ -459,14 +511,19 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         acts only where the parameter and the update share a sign, i.e. where the step already shrinks
         |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = pl.to_scalar(group["lr"])
+        self._telemetry.add_updates(group, updates)
+        rounded = self._rounds_params(group, params)
+        targets = [p.float() for p in params] if rounded else params
         if group["weight_decay"]:
             keep = 1 - lr * group["weight_decay"]
             if group.get("cautious_wd", False):
-                for p, u in zip(params, updates):
+                for p, u in zip(targets, updates):
                     p.copy_(torch.where(p * u >= 0, p * keep, p))
             else:
-                torch._foreach_mul_(params, keep)
-        torch._foreach_add_(params, updates, alpha=-lr)
+                torch._foreach_mul_(targets, keep)
+        torch._foreach_add_(targets, updates, alpha=-lr)
+        if rounded:
+            self._round_params(params, targets)
 
     def compute_updates(
         self, inputs: list[torch.Tensor], group: dict, *, inputs_are_scratch: bool = False
@@ -496,6 +553,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             self.may_overwrite_batch = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
             out = (self._compiled_transform or self.transform)(batch, group)
             self.may_overwrite_batch = False
+            if self._telemetry.sample_due:
+                self._telemetry.sample(group, out)
             scale = pl.shape_scale(rows, cols, rule)
             if scale != 1.0:
                 # In place unless the transform handed back its input (Ψ₁ is the identity).
@@ -525,15 +584,64 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         )
 
     def _buffers(self, params: list[torch.Tensor], key: str = "momentum_buffer") -> list[torch.Tensor]:
-        """Each parameter's state tensor ``key`` (zeros on first use), as a local tensor like ``params``."""
+        """Each parameter's state tensor ``key`` (zeros on first use), as a local tensor like ``params``, to update in
+        place: the stored tensor itself for fp32 state; for bf16/int8 state an fp32 copy that the step encodes back
+        once the moment stage is done (:class:`muonlab.optim.state_codec.StateStore`)."""
         out = []
         for p in params:
             owner = self._param_of.get(id(p), p)
-            state = self.state[owner]
-            if key not in state:
-                state[key] = torch.zeros_like(owner, dtype=state_dtype(owner), memory_format=torch.preserve_format)
-            out.append(_local(state[key]))
+            fmt = self._format_of.get(id(owner), "float32")
+            out.append(self._store.buffers(self.state[owner], key, owner, p, fmt, state_dtype(owner)))
         return out
+
+    def _rounds_params(self, group: dict, params: list[torch.Tensor]) -> bool:
+        """Whether this step writes the group's parameters with stochastic rounding (bf16 parameters only)."""
+        return group["param_rounding"] == "stochastic" and any(p.dtype == torch.bfloat16 for p in params)
+
+    def _round_params(self, params: list[torch.Tensor], works: list[torch.Tensor]) -> None:
+        """Write the fp32 ``works`` into the local ``params``: bf16 ones with stochastic rounding, others as is."""
+        bf16 = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
+        owners = [self._param_of.get(id(params[i]), params[i]) for i in bf16]
+        self._store.round_params([params[i] for i in bf16], [works[i] for i in bf16],
+                                 [self.state[o] for o in owners], owners)
+        for i, p in enumerate(params):
+            if p.dtype != torch.bfloat16:
+                p.copy_(works[i])
+
+    @property
+    def _format_of(self) -> dict[int, str]:
+        """id(parameter) → its group's state dtype (rebuilt when the groups change)."""
+        key = tuple((id(g), g["state_dtype"], len(g["params"])) for g in self.param_groups)
+        if getattr(self, "_formats", (None,))[0] != key:
+            self._formats = (key, {id(p): g["state_dtype"] for g in self.param_groups for p in g["params"]})
+        return self._formats[1]
+
+    def last_step_stats(self) -> dict:
+        """What the last step did, per group — cheap enough to read every step:
+
+        - ``update_rms``: RMS of the update the matrices took per unit lr, √(Σ‖U‖²_F / Σ numel) over the group's
+          parameters (U after the shape scale and any row normalization; decay excluded); None for AdamW groups;
+        - ``orthogonality_error``: for one sampled block X of the group's transform output (a different block each
+          step; its first ≤ 128 rows, or columns when X is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
+          block's singular values are all equal (an exact polar factor, any scale); the RMS relative spread of σ²
+          otherwise. Measured on the rank that transformed the block (None where this rank transformed none);
+        - ``state_bytes``: bytes of the group's optimizer state on this rank; ``state_dtype``;
+        - at the top: ``step`` (steps taken), ``skipped_steps`` (steps skipped on non-finite gradients),
+          ``state_bytes`` (all groups)."""
+        groups = []
+        for index, group in enumerate(self.param_groups):
+            rms, ortho = self._telemetry.of(group)
+            groups.append({
+                "index": index,
+                "kind": group["kind"],
+                "rule": group["update"],
+                "state_dtype": group["state_dtype"],
+                "update_rms": rms,
+                "orthogonality_error": ortho,
+                "state_bytes": sum(sc.state_nbytes(self.state[p]) for p in group["params"] if p in self.state),
+            })
+        return {"step": self._telemetry.steps, "skipped_steps": self._telemetry.skipped,
+                "state_bytes": sum(g["state_bytes"] for g in groups), "groups": groups}
 
     def _count_steps(self, params: list[torch.Tensor]) -> list[int]:
         """Advance and return each parameter's ``state["step"]`` (a Python int: exact on resume)."""
@@ -591,6 +699,22 @@ def plan_chunks(params: list[torch.Tensor], group: dict, limit: int) -> list[lis
             size += nbytes
     if current:
         chunks.append(current)
+    return chunks
+
+
+def byte_chunks(params: list[torch.Tensor], limit: int) -> list[list[int]]:
+    """Indices of ``params`` in order, in chunks of at most ``limit`` bytes (in their state dtype; a larger one
+    alone): the AdamW part's chunks when its moments are decoded from a low-precision format."""
+    chunks: list[list[int]] = []
+    size = 0
+    for i, p in enumerate(params):
+        nbytes = p.numel() * torch.finfo(state_dtype(p)).bits // 8
+        if chunks and chunks[-1] and size + nbytes <= limit:
+            chunks[-1].append(i)
+            size += nbytes
+        else:
+            chunks.append([i])
+            size = nbytes
     return chunks
 
 
@@ -668,3 +792,54 @@ def _all_finite(grads: list[torch.Tensor]) -> bool:
 def _local(t: torch.Tensor) -> torch.Tensor:
     """A DTensor's local shard (checks on it are per rank; the distribution makes the ranks agree)."""
     return t.to_local() if hasattr(t, "to_local") else t
+
+
+# rows (or columns) of the sampled block whose Gram matrix the telemetry measures
+TELEMETRY_SAMPLE = 128
+
+
+class _Telemetry:
+    """The step's statistics, kept as tensors (no host sync in the step) until last_step_stats reads them."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.skipped = 0
+        self.sample_due = False
+        self.sums: dict[int, list] = {}  # id(group) -> [Σ‖U‖², Σ numel]
+        self.ortho: dict[int, torch.Tensor] = {}
+
+    def begin_step(self) -> None:
+        self.steps += 1
+        self.sample_due = True
+        self.sums.clear()
+        self.ortho.clear()
+
+    def add_updates(self, group: dict, updates: list[torch.Tensor]) -> None:
+        if not updates:
+            return
+        norms = torch._foreach_norm(updates)
+        total = torch.stack([n.float() for n in norms]).square().sum()
+        entry = self.sums.setdefault(id(group), [0.0, 0])
+        entry[0] = entry[0] + total
+        entry[1] += sum(u.numel() for u in updates)
+
+    def sample(self, group: dict, out: torch.Tensor) -> None:
+        """‖XXᵀ/τ − I‖_F/√k of one block of a transform's output (see SpectralOptimizer.last_step_stats)."""
+        self.sample_due = False
+        x = out[self.steps % out.shape[0]]
+        if x.shape[0] > x.shape[1]:
+            x = x.T
+        x = x[:TELEMETRY_SAMPLE].float()
+        gram = x @ x.T
+        k = gram.shape[0]
+        tau = torch.diagonal(gram).sum() / k
+        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
+        error = torch.where(tau > 0, torch.linalg.matrix_norm(gram / tau.clamp(min=torch.finfo(gram.dtype).tiny) - eye)
+                            / k**0.5, float("nan"))
+        self.ortho[id(group)] = error
+
+    def of(self, group: dict) -> tuple[float | None, float | None]:
+        entry = self.sums.get(id(group))
+        rms = None if entry is None or not entry[1] else float(entry[0]) ** 0.5 / entry[1] ** 0.5
+        ortho = self.ortho.get(id(group))
+        return rms, None if ortho is None else float(ortho)

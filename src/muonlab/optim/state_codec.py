@@ -358,3 +358,61 @@ def encode(state: dict, key: str, owner: torch.Tensor, work: torch.Tensor, fmt: 
 def state_nbytes(state: dict) -> int:
     """Bytes of the tensors in one parameter's state (local shards: this rank's share)."""
     return sum(_local(v).numel() * _local(v).element_size() for v in state.values() if torch.is_tensor(v))
+
+
+class StateStore:
+    """The optimizer's state as one step sees it: fp32 work tensors decoded from each group's stored format,
+    written back (:meth:`flush`) once the moment stage has updated them.
+
+    ``"float32"`` state (and int8 state of 0-/1-D tensors) is today's: the stored tensor itself, updated in place,
+    created in :func:`full_precision_dtype` of its parameter. ``"bfloat16"``/``"int8"``: :meth:`buffers` decodes a
+    chunk's entries into new fp32 tensors and remembers them; :meth:`flush` encodes them back and drops them, so at
+    most one chunk's work tensors are alive. The stochastic-rounding key of a write is (``seed``, the parameter's
+    index in the optimizer, the state slot, the parameter's ``state["rounding_step"]``), which :meth:`count`
+    advances once per step."""
+
+    def __init__(self, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"rounding_seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.pending: list[tuple[dict, str, torch.Tensor, torch.Tensor, str]] = []
+        self.index: dict[int, int] = {}  # id(parameter) -> its position in the optimizer's param groups
+
+    def reindex(self, param_groups) -> None:
+        self.index = {id(p): i for i, p in enumerate(p for g in param_groups for p in g["params"])}
+
+    def key(self, state: dict, owner: torch.Tensor, slot: int) -> int:
+        return rounding_key(self.seed, self.index.get(id(owner), 0), slot, state.get("rounding_step", 0))
+
+    @staticmethod
+    def count(state: dict) -> None:
+        state["rounding_step"] = state.get("rounding_step", 0) + 1
+
+    def buffers(self, state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str,
+                dtype: torch.dtype) -> torch.Tensor:
+        """The work tensor of ``state[key]`` (zeros on first use), local like ``local_like``, in ``dtype``."""
+        if fmt == "int8" and not quantizable(owner):
+            fmt = "float32"
+        if fmt == "float32":
+            stored = stored_format(state, key)
+            if stored is None:
+                state[key] = torch.zeros_like(owner, dtype=dtype, memory_format=torch.preserve_format)
+            elif stored != str(dtype).removeprefix("torch."):  # a bf16/int8 checkpoint loaded into fp32 state
+                state[key] = _sharded_like(decode(state, key, local_like, dtype), owner)
+                state.pop(key + ABSMAX_SUFFIX, None)
+            return _local(state[key])
+        work = decode(state, key, local_like, torch.float32)
+        self.pending.append((state, key, owner, work, fmt))
+        return work
+
+    def flush(self) -> None:
+        """Encode every pending work tensor into its stored format."""
+        for state, key, owner, work, fmt in self.pending:
+            encode(state, key, owner, work, fmt, self.key(state, owner, slot_of(key)))
+        self.pending.clear()
+
+    def round_params(self, params: list[torch.Tensor], works: list[torch.Tensor], states: list[dict],
+                     owners: list[torch.Tensor]) -> None:
+        """Write fp32 ``works`` into the bf16 local ``params`` with stochastic rounding."""
+        for p, w, state, owner in zip(params, works, states, owners):
+            stochastic_round_bf16(w, self.key(state, owner, PARAM_SLOT), global_offset(owner), out=p)
