@@ -100,8 +100,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
     ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a 1-D DeviceMesh),
     ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`), ``compile``
-    (torch.compile the matrix transform) and ``cautious_wd`` (per group: decay only the entries whose
-    parameter and update share a sign, see :meth:`apply_updates`).
+    (torch.compile the matrix transform), ``cautious_wd`` (per group: decay only the entries whose
+    parameter and update share a sign, see :meth:`apply_updates`), ``state_dtype`` (per group: ``"float32"``,
+    ``"bfloat16"`` or ``"int8"``, how the moments are stored, see :mod:`muonlab.optim.state_codec`),
+    ``param_rounding`` (per group: ``"nearest"`` or ``"stochastic"`` rounding of bf16 parameters' updates),
+    ``rounding_seed`` (the seed of every stochastic rounding) and ``telemetry`` (record :meth:`last_step_stats`'s
+    update RMS and orthogonality sample; True).
     """
 
     def __init__(
@@ -124,10 +128,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         state_dtype="float32",
         param_rounding: str = "nearest",
         rounding_seed: int = 0,
+        telemetry: bool = True,
     ) -> None:
         self._distribution = OptimizerDistribution(distributed)
         self._store = sc.StateStore(rounding_seed)
-        self._telemetry = _Telemetry()
+        if not isinstance(telemetry, bool):
+            raise ValueError(f"telemetry must be a bool, got {telemetry!r}")
+        self._telemetry = _Telemetry(telemetry)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
@@ -799,29 +806,39 @@ TELEMETRY_SAMPLE = 128
 
 
 class _Telemetry:
-    """The step's statistics, kept as tensors (no host sync in the step) until last_step_stats reads them."""
+    """The step's statistics, kept as tensors (no host sync in the step) until last_step_stats reads them. The
+    tensors persist and are written in place, so that a step keeps no new allocation."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.steps = 0
         self.skipped = 0
         self.sample_due = False
-        self.sums: dict[int, list] = {}  # id(group) -> [Σ‖U‖², Σ numel]
+        self.sums: dict[int, torch.Tensor] = {}  # id(group) -> Σ‖U‖² of this step's updates
+        self.counts: dict[int, int] = {}  # id(group) -> Σ numel of them (absent: no update this step)
         self.ortho: dict[int, torch.Tensor] = {}
+        self.sampled: set[int] = set()
 
     def begin_step(self) -> None:
         self.steps += 1
-        self.sample_due = True
-        self.sums.clear()
-        self.ortho.clear()
+        self.sample_due = self.enabled
+        self.counts.clear()
+        self.sampled.clear()
 
     def add_updates(self, group: dict, updates: list[torch.Tensor]) -> None:
-        if not updates:
+        if not updates or not self.enabled:
             return
         norms = torch._foreach_norm(updates)
         total = torch.stack([n.float() for n in norms]).square().sum()
-        entry = self.sums.setdefault(id(group), [0.0, 0])
-        entry[0] = entry[0] + total
-        entry[1] += sum(u.numel() for u in updates)
+        key = id(group)
+        acc = self.sums.get(key)
+        if acc is None or acc.device != total.device:
+            acc = self.sums[key] = torch.zeros((), dtype=torch.float32, device=total.device)
+        if key not in self.counts:
+            acc.zero_()
+            self.counts[key] = 0
+        acc.add_(total)
+        self.counts[key] += sum(u.numel() for u in updates)
 
     def sample(self, group: dict, out: torch.Tensor) -> None:
         """‖XXᵀ/τ − I‖_F/√k of one block of a transform's output (see SpectralOptimizer.last_step_stats)."""
@@ -833,13 +850,17 @@ class _Telemetry:
         gram = x @ x.T
         k = gram.shape[0]
         tau = torch.diagonal(gram).sum() / k
-        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
-        error = torch.where(tau > 0, torch.linalg.matrix_norm(gram / tau.clamp(min=torch.finfo(gram.dtype).tiny) - eye)
-                            / k**0.5, float("nan"))
-        self.ortho[id(group)] = error
+        gram.div_(tau.clamp(min=torch.finfo(gram.dtype).tiny)).diagonal().sub_(1)
+        error = torch.where(tau > 0, torch.linalg.matrix_norm(gram) / k**0.5, float("nan"))
+        key = id(group)
+        held = self.ortho.get(key)
+        if held is None or held.device != error.device:
+            held = self.ortho[key] = torch.zeros((), dtype=torch.float32, device=error.device)
+        held.copy_(error)
+        self.sampled.add(key)
 
     def of(self, group: dict) -> tuple[float | None, float | None]:
-        entry = self.sums.get(id(group))
-        rms = None if entry is None or not entry[1] else float(entry[0]) ** 0.5 / entry[1] ** 0.5
-        ortho = self.ortho.get(id(group))
-        return rms, None if ortho is None else float(ortho)
+        key = id(group)
+        count = self.counts.get(key)
+        rms = None if not count else float(self.sums[key]) ** 0.5 / count**0.5
+        return rms, float(self.ortho[key]) if key in self.sampled else None

@@ -42,8 +42,8 @@ _ALIASES = {"float32": "float32", "fp32": "float32", torch.float32: "float32",
             "int8": "int8", torch.int8: "int8"}
 PARAM_ROUNDINGS = ("nearest", "stochastic")
 BLOCK_SIZE = 256
-# elements processed at once by the encoders: bounds their int64/fp32 temporaries (~32 MiB each)
-SLICE_ELEMENTS = 1 << 22
+# elements processed at once by the encoders: bounds their int64/fp32 temporaries (~8 MiB each)
+SLICE_ELEMENTS = 1 << 20
 _MASK32 = 0xFFFFFFFF
 # odd multipliers below 2³¹, so that a 32-bit value times one stays below 2⁶³ (no int64 overflow)
 _MUL1, _MUL2 = 0x7FEB352D, 0x68E31DA5
