@@ -177,7 +177,7 @@ def test_cautious_wd_reaches_the_spectral_groups_and_is_refused_for_torch_optimi
 
     cfg = TrainConfig(model="micro", optimizer="muon", weight_decay=0.1, cautious_wd=True).validate()
     opt = build_optimizer(cfg, build_model(cfg, 256))
-    spectral = [g for g in opt.param_groups if g["update"] == "spectral"]
+    spectral = [g for g in opt.param_groups if g["rule"] == "spectral"]
     assert spectral and all(g["cautious_wd"] and g["weight_decay"] == 0.1 for g in spectral)
     plain = build_optimizer(TrainConfig(model="micro", optimizer="muon").validate(), build_model(cfg, 256))
     assert not any(g.get("cautious_wd") for g in plain.param_groups)

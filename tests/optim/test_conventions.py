@@ -205,7 +205,7 @@ def test_same_shape_matrices_share_one_transform_call():
                        + [torch.randn(4, 8, requires_grad=True)], method="svd")
     calls = []
     original = opt.transform
-    opt.transform = lambda x, group: calls.append(tuple(x.shape)) or original(x, group)
+    opt.transform = lambda x, settings, **kw: calls.append(tuple(x.shape)) or original(x, settings, **kw)
     for p in opt.param_groups[0]["params"]:
         p.grad = torch.randn_like(p)
     opt.step()

@@ -9,6 +9,7 @@ import torch
 import muonlab
 from muonlab import polar, spectral_power
 from muonlab.optim.polargrad import DEFAULT_STEPS, FAST_METHOD, nuclear_factor, resolve_polar_method
+from muonlab.optim.settings import PolarSettings
 from tests.optim.formulas import keller_scale, nuclear64, polar64
 from tests.reference import rel_err, spectral_matrix
 
@@ -42,10 +43,10 @@ def test_polargrad_default_is_qdwh_on_float64():
     g = torch.randn(20, 12, dtype=torch.float64)
     out = _one_step(lambda ps: muonlab.PolarGrad(ps, lr=0.1), torch.zeros_like(g), g)
     torch.testing.assert_close(out, -0.1 * nuclear64(g)[0] * polar64(g), rtol=1e-10, atol=1e-12)
-    group = {"method": "auto", "steps": None}
-    assert resolve_polar_method(g, group)["method"] == "qdwh"
-    assert resolve_polar_method(g.float(), group) == {"method": FAST_METHOD, "steps": DEFAULT_STEPS}
-    assert resolve_polar_method(g.float(), {"method": "auto", "steps": 7})["steps"] == 7
+    auto = PolarSettings("auto")
+    assert resolve_polar_method(g, auto).method == "qdwh"
+    assert resolve_polar_method(g.float(), auto) == PolarSettings(FAST_METHOD, ns_steps=DEFAULT_STEPS)
+    assert resolve_polar_method(g.float(), PolarSettings("auto", ns_steps=7)).ns_steps == 7
 
 
 def test_msgdz_default_is_muons_polar_and_work_d_setting_runs():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from muonlab.optim.base import _all_finite
+from muonlab.optim.nonfinite import all_finite as _all_finite
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])

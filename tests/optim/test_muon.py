@@ -115,7 +115,7 @@ def test_vectors_in_model_parameters_get_torch_adamw():
         torch.testing.assert_close(step[0], step_ref[0], rtol=1e-6, atol=1e-7)
     opt = muonlab.Muon([vec0.requires_grad_(), mat0.requires_grad_()])
     assert [g["kind"] for g in opt.param_groups] == ["matrix", "vector"]
-    assert [g["update"] for g in opt.param_groups] == ["spectral", "adamw"]
+    assert [g["rule"] for g in opt.param_groups] == ["spectral", "adamw"]
 
 
 def test_method_resolution_and_errors():
@@ -150,5 +150,5 @@ def test_add_param_group_later_is_routed():
     w = torch.randn(5, 3, requires_grad=True)
     opt = muonlab.Muon([w])
     opt.add_param_group({"params": [torch.randn(4, 4, requires_grad=True), torch.randn(4, requires_grad=True)]})
-    assert [g["update"] for g in opt.param_groups] == ["spectral", "spectral", "adamw"]
+    assert [g["rule"] for g in opt.param_groups] == ["spectral", "spectral", "adamw"]
     assert opt.param_groups[2]["lr"] == 3e-4

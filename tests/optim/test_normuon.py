@@ -12,6 +12,7 @@ import torch
 import muonlab
 from muonlab.optim import OPTIMIZERS, make_optimizer
 from muonlab.optim.normuon import ROW_STATE, row_blocks
+from muonlab.optim.settings import Blocks
 from tests.optim.formulas import cautious_decay, keller_scale, normuon_blocks, polar64
 
 # name -> (shape, group options, the blocks the optimizer must normalize separately, as (B, m, n) batches)
@@ -113,8 +114,7 @@ def test_normuon_equalizes_row_norms_and_keeps_the_frobenius_norm():
 
 
 def test_row_blocks_index_every_block_and_its_scale():
-    group = {"tensor_layout": "batch", "split_sizes": (4, 2), "num_heads": 2, "adjust_lr_fn": None}
-    ids, inv_s2, blocks = row_blocks((3, 6, 1), group)
+    ids, inv_s2, blocks = row_blocks((3, 6, 1), Blocks("batch", num_heads=2, split_sizes=(4, 2)), None)
     assert blocks == 3 * 4 and ids.shape == inv_s2.shape == (3, 6)
     assert ids[1].tolist() == [4, 4, 5, 5, 6, 7]  # matrix 1: heads of 2, 2, 1, 1 rows
     # s² = max(1, rows/cols) of each block (√2 squared: rounding)

@@ -8,7 +8,8 @@ from torch import nn
 
 import muonlab
 from muonlab.bench.step import profile_step_memory
-from muonlab.optim.base import DEFAULT_SCRATCH_FLOOR, plan_chunks
+from muonlab.optim.chunks import DEFAULT_SCRATCH_FLOOR, plan_chunks
+from muonlab.optim.settings import Blocks
 
 MIB = 2**20
 
@@ -64,11 +65,11 @@ def test_chunked_step_equals_one_batch(name):
 
 def test_plan_chunks_keeps_same_shapes_together_and_respects_the_limit():
     params = _matrices([(4, 4), (8, 4), (4, 4), (8, 4), (4, 4)])
-    group = {"tensor_layout": "flatten", "split_sizes": None, "num_heads": None}
-    chunks = plan_chunks(params, group, limit=2 * 16 * 4)
+    blocks = Blocks("flatten")
+    chunks = plan_chunks(params, blocks, limit=2 * 16 * 4)
     assert chunks == [[0, 2], [4], [1], [3]]
     assert sorted(i for c in chunks for i in c) == list(range(5))
-    assert plan_chunks(params, group, limit=1) == [[0], [2], [4], [1], [3]]
+    assert plan_chunks(params, blocks, limit=1) == [[0], [2], [4], [1], [3]]
 
 
 def test_max_scratch_bytes_is_validated():

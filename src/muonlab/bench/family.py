@@ -91,13 +91,15 @@ def transform_accuracy(key: str, name: str, overrides: dict, n: int, device: tor
     """Accuracy of the row's matrix transform on κ = 10, 100, 1000 (None for torch's optimizers)."""
     from muonlab.optim import make_optimizer
     from muonlab.optim.polargrad import PolarGrad, nuclear_factor, resolve_polar_method
+    from muonlab.optim.settings import polar_factor
 
     probe = torch.nn.Parameter(torch.zeros(n, n, device=device))
     opt = make_optimizer(name, [probe], **overrides)
-    groups = [g for g in opt.param_groups if g.get("update") == "spectral"]
+    groups = [g for g in opt.param_groups if g.get("rule") == "spectral"]
     if not groups:
         return None
     group = groups[0]
+    settings = opt.group_settings(group)
     p = float(group.get("p", 0.0))
     out = {}
     for i, kappa in enumerate(KAPPAS):
@@ -105,12 +107,12 @@ def transform_accuracy(key: str, name: str, overrides: dict, n: int, device: tor
         batch = g.unsqueeze(0)
         entry = {}
         if isinstance(opt, PolarGrad):
-            factor = opt._polar(batch, resolve_polar_method(batch, group))
+            factor = polar_factor(batch, resolve_polar_method(batch, settings.polar))
             nu = float(nuclear_factor(batch, factor).reshape(()))
             entry["nu_rel_err"] = (nu - float(s.sum())) / float(s.sum())
             y = factor[0]
         else:
-            y = opt.transform(batch.clone(), group)[0]
+            y = opt.transform(batch.clone(), settings)[0]
         y = y.detach().to("cpu", torch.float64)
         target_s = s.pow(p)
         exact = (u * target_s) @ v.mT

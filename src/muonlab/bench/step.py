@@ -163,7 +163,7 @@ def muonlab_ortho(**kwargs):
 
     def ortho(g):
         opt = Muon([nn.Parameter(torch.zeros_like(g))], **kwargs)
-        group = next(gr for gr in opt.param_groups if gr.get("update") != "adamw")
+        group = next(gr for gr in opt.param_groups if gr["rule"] == "spectral")
         return opt.compute_updates([g], dict(group, adjust_lr_fn="none"))[0]
 
     return ortho

@@ -10,7 +10,8 @@
 - :func:`make_optimizer`, :data:`OPTIMIZERS`: everything by name.
 """
 
-from muonlab.optim.base import KINDS, SpectralOptimizer
+from muonlab.optim.base import SpectralOptimizer
+from muonlab.optim.groups import KINDS
 from muonlab.optim.muon import Muon
 from muonlab.optim.normuon import NorMuon
 from muonlab.optim.polargrad import PolarGrad

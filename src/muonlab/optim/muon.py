@@ -13,19 +13,60 @@ AdamW part; see :class:`muonlab.optim.base.SpectralOptimizer`.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from muonlab.optim import pipeline as pl
-from muonlab.optim.base import SpectralOptimizer, check_nonnegative, check_polar_method, check_unit_interval
+from muonlab.optim.base import SpectralOptimizer
+from muonlab.optim.settings import (
+    PolarSettings,
+    SpectralSettings,
+    check_bool,
+    check_nonnegative,
+    check_ns_steps,
+    check_unit_interval,
+    polar_factor,
+    spectral_common,
+)
 
 # The polar method used when neither ``method`` nor ``ns_coefficients``/``ns_steps`` is given:
-# Polar Express started from G/‖GGᵀ‖_F^{1/2} with its own derived schedule, 4 steps: σ ∈ ≈ [0.86, 1.14]
-# for κ ≤ 100 at width 768 (Keller ×5: [0.51, 1.2]) for 4/5 of Keller's flops ("polar_express", 5
-# steps: [0.87, 1.12]). Measured with ``muonlab bench step --quick`` (BENCHMARKS.md).
+# Polar Express started from G/‖GGᵀ‖_F^{1/2} with its own derived schedule, 4 steps: singular values
+# closer to 1 than Keller's quintic × 5 for fewer flops (σ ranges per method: ``muonlab bench step``,
+# BENCHMARKS.md).
 DEFAULT_METHOD = "polar_express_gram_norm"
 TORCH_MUON_EPS = 1e-7
+
+
+@dataclass(frozen=True, kw_only=True)
+class MuonSettings(SpectralSettings):
+    """A Muon matrix group's settings: momentum μ, Nesterov, the normalization's eps and the polar iteration."""
+
+    momentum: float
+    nesterov: bool
+    eps: float
+    polar: PolarSettings
+
+
+def muon_defaults(lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, method,
+                  polar_dtype) -> dict:
+    """Muon's constructor arguments as group defaults; ``method`` None: Newton–Schulz when ``ns_coefficients`` or
+    ``ns_steps`` are given (torch.optim.Muon's iteration), else :data:`DEFAULT_METHOD`."""
+    check_ns_steps(ns_steps, "ns_steps")
+    if method is None:
+        method = "newton_schulz" if (ns_coefficients is not None or ns_steps is not None) else DEFAULT_METHOD
+    return dict(
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_coefficients=tuple(ns_coefficients) if ns_coefficients is not None else None,
+        eps=eps,
+        ns_steps=ns_steps,
+        adjust_lr_fn=adjust_lr_fn,
+        method=method,
+        polar_dtype=polar_dtype,
+    )
 
 
 class Muon(SpectralOptimizer):
@@ -89,42 +130,28 @@ class Muon(SpectralOptimizer):
         polar_dtype: torch.dtype | None = None,
         **options,
     ) -> None:
-        if method is None:
-            method = "newton_schulz" if (ns_coefficients is not None or ns_steps is not None) else DEFAULT_METHOD
-        defaults = dict(
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            nesterov=nesterov,
-            ns_coefficients=tuple(ns_coefficients) if ns_coefficients is not None else None,
-            eps=eps,
-            ns_steps=ns_steps,
-            adjust_lr_fn=adjust_lr_fn,
-            method=method,
-            polar_dtype=polar_dtype,
-        )
-        self.check_spectral_group(defaults, "")
+        defaults = muon_defaults(lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
+                                 method, polar_dtype)
         super().__init__(params, defaults, **options)
 
-    def check_spectral_group(self, group: dict, where: str) -> None:
-        super().check_spectral_group(group, where)
+    def spectral_settings(self, group: Mapping, where: str) -> MuonSettings:
+        common = spectral_common(group, where)
         check_unit_interval(group["momentum"], f"{where}momentum")
         check_nonnegative(group["eps"], f"{where}eps")
-        if not isinstance(group["nesterov"], bool):
-            raise ValueError(f"{where}nesterov must be a bool, got {group['nesterov']!r}")
-        pl.check_adjust_lr_fn(group["adjust_lr_fn"], where)
-        check_polar_method(group, where)
+        check_bool(group["nesterov"], f"{where}nesterov")
+        return MuonSettings(**common, momentum=group["momentum"], nesterov=group["nesterov"], eps=group["eps"],
+                            polar=PolarSettings.from_group(group, where))
 
-    def spectral_inputs(self, group, params, grads):
-        momentum = group["momentum"]
-        bufs = self._buffers(params)
+    def spectral_inputs(self, ctx, params, grads):
+        momentum = ctx.settings.momentum
+        bufs = ctx.buffers(params)
         torch._foreach_lerp_(bufs, grads, 1 - momentum)
-        if group["nesterov"]:
+        if ctx.settings.nesterov:
             return torch._foreach_lerp(grads, bufs, momentum)
         return bufs
 
-    def inputs_are_scratch(self, group):
-        return group["nesterov"]  # (1 − μ)G + μM is a new tensor; M itself is state
+    def inputs_are_scratch(self, settings):
+        return settings.nesterov  # (1 − μ)G + μM is a new tensor; M itself is state
 
-    def transform(self, x, group):
-        return self._polar(x, group, eps=group["eps"], overwrite=self.may_overwrite_batch)
+    def transform(self, x, settings, *, overwrite=False):
+        return polar_factor(x, settings.polar, eps=settings.eps, overwrite=overwrite)

@@ -24,13 +24,17 @@ Frobenius sums per block span ranks: one all-reduce of 2 numbers per block, per 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
 from muonlab.optim import pipeline as pl
-from muonlab.optim.base import check_nonnegative, check_unit_interval, state_dtype
-from muonlab.optim.muon import TORCH_MUON_EPS, Muon
+from muonlab.optim.base import SpectralOptimizer
+from muonlab.optim.groups import label
+from muonlab.optim.muon import TORCH_MUON_EPS, Muon, MuonSettings, muon_defaults
+from muonlab.optim.settings import Blocks, check_nonnegative, check_unit_interval, fields_of
+from muonlab.optim.state import StepContext, state_dtype
 
 ROW_STATE = "row_second_moment"
 DEFAULT_BETA2 = 0.95
@@ -49,22 +53,32 @@ def row_layout(shape: Sequence[int], tensor_layout: str) -> tuple[tuple[int, ...
     return shape[:-1], shape[-1]
 
 
-def row_blocks(shape: Sequence[int], group: dict, device=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+@dataclass(frozen=True, kw_only=True)
+class NorMuonSettings(MuonSettings):
+    """Muon's settings and the row second moment's decay β₂ and ε."""
+
+    beta2: float
+    row_eps: float
+
+
+def row_blocks(
+    shape: Sequence[int], blocks: Blocks, adjust_lr_fn: str | None, device=None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """For the whole parameter: (block index of every row, 1/s² of every row's block, number of blocks).
 
     Blocks are those of :func:`muonlab.optim.pipeline.to_blocks` (matrices of a stack, ``split_sizes``
-    sections, ``num_heads`` heads); both tensors have the parameter's row shape (:func:`row_layout`)."""
-    rows_shape, cols = row_layout(shape, group["tensor_layout"])
+    sections, ``num_heads`` heads); s is the shape scale of ``adjust_lr_fn``; both tensors have the parameter's
+    row shape (:func:`row_layout`)."""
+    rows_shape, cols = row_layout(shape, blocks.tensor_layout)
     rows = rows_shape[-1]  # of each matrix
     matrices = math.prod(rows_shape) // rows
-    sections = pl.row_sections(rows, group.get("split_sizes"), group.get("num_heads"))
-    rule = group.get("adjust_lr_fn")
+    sections = pl.row_sections(rows, blocks.split_sizes, blocks.num_heads)
     ids, inv_s2 = [], []
     for size, heads in sections:
         block_rows = size // heads
         for _ in range(heads):
             ids.append(torch.full((block_rows,), len(ids)))
-            inv_s2.append(torch.full((block_rows,), pl.shape_scale(block_rows, cols, rule) ** -2, dtype=torch.float64))
+            inv_s2.append(torch.full((block_rows,), pl.shape_scale(block_rows, cols, adjust_lr_fn) ** -2, dtype=torch.float64))
     per_matrix = len(ids)
     ids = torch.cat(ids) + per_matrix * torch.arange(matrices).unsqueeze(1)
     inv_s2 = torch.cat(inv_s2).expand(matrices, -1)
@@ -100,55 +114,46 @@ class NorMuon(Muon):
         ns_steps: int | None = None,
         adjust_lr_fn: str | None = None,
         *,
+        method: str | None = None,
+        polar_dtype: torch.dtype | None = None,
         beta2: float = DEFAULT_BETA2,
         row_eps: float = DEFAULT_ROW_EPS,
         **options,
     ) -> None:
-        self._normuon_defaults = dict(beta2=beta2, row_eps=row_eps)
         self._row_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, int]] = {}  # see _local_rows
-        self._check_row_settings(self._normuon_defaults, "")
-        super().__init__(params, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
-                         **options)
+        defaults = muon_defaults(lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn,
+                                 method, polar_dtype)
+        # Muon's arguments plus NorMuon's two, as one set of defaults: no construction order to get right.
+        SpectralOptimizer.__init__(self, params, dict(defaults, beta2=beta2, row_eps=row_eps), **options)
 
-    def add_param_group(self, param_group: dict) -> None:
-        if not self.param_groups:  # the first call (from Optimizer.__init__): the defaults are complete now
-            self.defaults.update(self._normuon_defaults)
-        super().add_param_group(param_group)
-        for group in self.param_groups:
-            if group["update"] == "spectral":
-                self._check_row_sharding(group)
-
-    @staticmethod
-    def _check_row_settings(group: dict, where: str) -> None:
+    def spectral_settings(self, group: Mapping, where: str) -> NorMuonSettings:
+        muon = super().spectral_settings(group, where)
         check_unit_interval(group["beta2"], f"{where}beta2", closed=False)
         check_nonnegative(group["row_eps"], f"{where}row_eps")
+        return NorMuonSettings(**fields_of(muon), beta2=group["beta2"], row_eps=group["row_eps"])
 
-    def check_spectral_group(self, group: dict, where: str) -> None:
-        super().check_spectral_group(group, where)
-        if "beta2" in group:  # Muon.__init__ checks its own defaults before NorMuon's keys are in
-            self._check_row_settings(group, where)
-
-    def _check_row_sharding(self, group: dict) -> None:
+    def check_matrix_params(self, group: Mapping, settings: NorMuonSettings, where: str) -> None:
+        super().check_matrix_params(group, settings, where)
         for i, p in enumerate(group["params"]):
             if not hasattr(p, "placements"):
                 continue
-            row_dims = len(row_layout(p.shape, group["tensor_layout"])[0])
+            row_dims = len(row_layout(p.shape, settings.blocks.tensor_layout)[0])
             for placement in p.placements:
                 if placement.is_shard() and placement.dim % p.dim() >= row_dims:
                     raise ValueError(
-                        f"NorMuon: {self._label(group, i)} (shape {tuple(p.shape)}) is sharded along dim "
+                        f"NorMuon: {label(group, i)} (shape {tuple(p.shape)}) is sharded along dim "
                         f"{placement.dim}, a column dimension: its per-row second moment needs whole rows on each "
                         "rank (shard along dim 0, as FSDP2 does by default)"
                     )
 
     # ------------------------------------------------------------------ the step
-    def _row_moment(self, local: torch.Tensor, group: dict) -> torch.Tensor:
+    def _row_moment(self, ctx: StepContext, local: torch.Tensor) -> torch.Tensor:
         """V of a parameter (zeros on first use) as a local tensor of its local rows; a DTensor with the
         parameter's mesh and placements in the state when the parameter is one."""
-        owner = self._param_of.get(id(local), local)
-        state = self.state[owner]
+        owner = ctx.owner(local)
+        state = ctx.state[owner]
         if ROW_STATE not in state:
-            rows_shape, _ = row_layout(owner.shape, group["tensor_layout"])
+            rows_shape, _ = row_layout(owner.shape, ctx.settings.blocks.tensor_layout)
             zeros = torch.zeros(local.shape[: len(rows_shape)], dtype=state_dtype(owner), device=local.device)
             if owner is not local:
                 from torch.distributed.tensor import DTensor
@@ -160,21 +165,22 @@ class NorMuon(Muon):
         v = state[ROW_STATE]
         return v.to_local() if hasattr(v, "to_local") else v
 
-    def _local_rows(self, local: torch.Tensor, group: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _local_rows(
+        self, ctx: StepContext, local: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(this rank's rows in each block of the parameter, 1/(s²·columns) of each local row, columns).
 
         From :func:`row_blocks`; cached by value (shape, block settings, device, dtype, sharding), so a step
         does no per-parameter set-up work after the first. The local rows of a block are consecutive (a block
         is a run of consecutive rows, a shard a box of them in the same order), so counts locate them."""
-        owner = self._param_of.get(id(local), local)
+        owner = ctx.owner(local)
         sharding = (owner.device_mesh, tuple(owner.placements)) if owner is not local else None
-        sizes = group.get("split_sizes")
-        key = (tuple(owner.shape), group["tensor_layout"], sizes and tuple(sizes), group.get("num_heads"),
-               group.get("adjust_lr_fn"), local.device, dtype, sharding)
+        settings = ctx.settings
+        key = (tuple(owner.shape), settings.blocks, settings.adjust_lr_fn, local.device, dtype, sharding)
         cached = self._row_cache.get(key)
         if cached is None:
-            ids, inv_s2, blocks = row_blocks(owner.shape, group, local.device)
-            cols = row_layout(owner.shape, group["tensor_layout"])[1]
+            ids, inv_s2, blocks = row_blocks(owner.shape, settings.blocks, settings.adjust_lr_fn, local.device)
+            cols = row_layout(owner.shape, settings.blocks.tensor_layout)[1]
             inv_s2_per_col = inv_s2 / cols
             if sharding is not None:
                 from torch.distributed.tensor import DTensor, Replicate
@@ -190,16 +196,16 @@ class NorMuon(Muon):
             cached = self._row_cache[key] = (counts, inv_s2_per_col.reshape(-1).to(dtype), cols)
         return cached
 
-    def apply_updates(self, group, params, grads, updates):
+    def apply_updates(self, ctx, params, grads, updates):
         """Row normalization of each update (see the module docstring), then Muon's decay and step.
 
         The row-sized work of the whole chunk is done in a few foreach / concatenated ops (one kernel each
         on CUDA, not one per parameter); only the row sums and the final scaling pass over the updates."""
-        beta2, row_eps = group["beta2"], group["row_eps"]
-        moments = [self._row_moment(p, group).view(-1) for p in params]
+        beta2, row_eps = ctx.settings.beta2, ctx.settings.row_eps
+        moments = [self._row_moment(ctx, p).view(-1) for p in params]
         # the row work in ≥ the state's precision (fp32 for half parameters, fp64 for fp64 ones)
         works = [torch.promote_types(v.dtype, u.dtype) for v, u in zip(moments, updates)]
-        layouts = [self._local_rows(p, group, w) for p, w in zip(params, works)]
+        layouts = [self._local_rows(ctx, p, w) for p, w in zip(params, works)]
         rows = [u.reshape(-1, cols) for u, (_, _, cols) in zip(updates, layouts)]
         # Σ_j (sU)_ij² (s: the block's shape scale), without an update-sized temporary
         squares = [torch.linalg.vector_norm(r, dim=-1, dtype=w) for r, w in zip(rows, works)]
@@ -212,24 +218,23 @@ class NorMuon(Muon):
         inverse = torch._foreach_sqrt([v.to(w) for v, w in zip(moments, works)])
         torch._foreach_add_(inverse, row_eps)
         torch._foreach_reciprocal_(inverse)
-        factors = _frobenius_kept(self, params, layouts, squares, inverse)
+        factors = _frobenius_kept([ctx.owner(p) for p in params], layouts, squares, inverse)
         normalized = [r.mul_(f.unsqueeze(-1)).reshape(u.shape) for r, f, u in zip(rows, factors, updates)]
         del rows, factors
-        super().apply_updates(group, params, grads, normalized)
+        super().apply_updates(ctx, params, grads, normalized)
 
 
-def _frobenius_kept(opt: NorMuon, params, layouts, squares, inverse) -> list[torch.Tensor]:
-    """Each row's factor 1/(√V + ε)·‖U‖_F/‖Û‖_F of its block, for every parameter of the chunk.
+def _frobenius_kept(owners, layouts, squares, inverse) -> list[torch.Tensor]:
+    """Each row's factor 1/(√V + ε)·‖U‖_F/‖Û‖_F of its block, for every parameter (``owners``) of the chunk.
 
     The two sums per block, Σ(sU)² and Σ(sU)²/(√V + ε)², are taken over this rank's rows and, for the
     parameters sharded over a mesh, summed over it: one all-reduce per mesh for the whole chunk. Segment sums
     over consecutive rows, not scatter-adds: no atomics on CUDA, so a step is reproducible bit for bit."""
     parts: dict[tuple, list[int]] = {}
-    for i, p in enumerate(params):
-        owner = opt._param_of.get(id(p), p)
+    for i, owner in enumerate(owners):
         mesh = owner.device_mesh if _sharded(owner) else None
         parts.setdefault((mesh, squares[i].dtype, squares[i].device), []).append(i)
-    factors: list[torch.Tensor | None] = [None] * len(params)
+    factors: list[torch.Tensor | None] = [None] * len(owners)
     for (mesh, _, _), idx in parts.items():
         counts = torch.cat([layouts[i][0] for i in idx]) if len(idx) > 1 else layouts[idx[0]][0]
         sq = torch.cat([squares[i] for i in idx]) if len(idx) > 1 else squares[idx[0]]

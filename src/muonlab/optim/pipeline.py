@@ -1,12 +1,13 @@
 """The functional pieces every spectral optimizer is built from.
 
-One step of any optimizer here is the pipeline (docs/math.md §4)
+One step of any optimizer here is the pipeline (docs/math.md §4; docs/design.md for where each stage runs)
 
-    moment   G → O        momentum, Nesterov, or Adam's normalized m̂/(√v̂ + ε)
-    shape    O → blocks   view the parameter as a batch of matrices (conv flatten, stacks, heads)
-    transform  blocks → D polar(O), Ψ_p(O), ‖O‖_*·polar(O), …   (batched over same-shape blocks)
-    scale    D → s·D      s from the block's shape (Keller, Moonshot, spectral, none)
-    decay    W ← (1 − ηλ)W − η s D
+    moment     G → O        momentum, Nesterov, or Adam's normalized m̂/(√v̂ + ε)  (the optimizer's spectral_inputs)
+    shape      O → blocks   view the parameter as a batch of matrices (conv flatten, stacks, heads): to_blocks
+    transform  blocks → D   polar(O), Ψ_p(O), ‖O‖_*·polar(O), …   (the optimizer's transform, batched over
+                            same-shape blocks)
+    scale      D → s·D      s from the block's shape (Keller, Moonshot, spectral, none): shape_scale
+    decay      W ← (1 − ηλ)W − η s D   (the optimizer's apply_updates)
 
 The pure functions below do the shape, scale and AdamW pieces; the optimizer classes in this
 package supply the moment and the transform.
@@ -78,49 +79,49 @@ def row_sections(rows: int, split_sizes: Sequence[int] | None, num_heads: int | 
     return [(size, heads) for size in sizes]
 
 
-def block_shapes(shape: Sequence[int], group: dict) -> tuple[tuple[int, int, int], ...]:
-    """(count, m, n) of each section of blocks :func:`to_blocks` cuts a tensor of ``shape`` into.
+def block_shapes(shape: Sequence[int], blocks) -> tuple[tuple[int, int, int], ...]:
+    """(count, m, n) of each section of blocks :func:`to_blocks` cuts a tensor of ``shape`` into, for a group's
+    :class:`muonlab.optim.settings.Blocks`.
 
     Computed from the shape alone (no tensor): the step uses it to group parameters whose blocks
     batch together and to weigh each parameter's matrix work."""
     shape = tuple(int(s) for s in shape)
     if len(shape) == 2:
         batch, rows, cols = 1, shape[0], shape[1]
-    elif group["tensor_layout"] == "flatten":
+    elif blocks.tensor_layout == "flatten":
         batch, rows, cols = 1, shape[0], math.prod(shape[1:])
     else:
         batch, rows, cols = math.prod(shape[:-2]), shape[-2], shape[-1]
-    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
-    if split_sizes is None and not num_heads:
+    if blocks.whole:
         return ((batch, rows, cols),)
-    return tuple((batch * heads, size // heads, cols) for size, heads in row_sections(rows, split_sizes, num_heads))
+    sections = row_sections(rows, blocks.split_sizes, blocks.num_heads)
+    return tuple((batch * heads, size // heads, cols) for size, heads in sections)
 
 
-def to_blocks(t: torch.Tensor, group: dict) -> list[torch.Tensor]:
+def to_blocks(t: torch.Tensor, blocks) -> list[torch.Tensor]:
     """Split a parameter-shaped tensor into the (B, m, n) batches its group orthogonalizes separately.
 
     Per-head orthogonalization (``num_heads``) splits rows (dim −2) into equal head blocks; fused
     projections (``split_sizes``, e.g. QKV) split rows into sections first. Blocks are views
     where the layout allows.
     """
-    x = matrix_batch(t, group["tensor_layout"])
-    split_sizes, num_heads = group.get("split_sizes"), group.get("num_heads")
-    if split_sizes is None and not num_heads:
+    x = matrix_batch(t, blocks.tensor_layout)
+    if blocks.whole:
         return [x]
     batch, rows, cols = x.shape
-    sections = row_sections(rows, split_sizes, num_heads)
+    sections = row_sections(rows, blocks.split_sizes, blocks.num_heads)
     parts = x.split([size for size, _ in sections], dim=1) if len(sections) > 1 else (x,)
     return [part.reshape(batch * heads, size // heads, cols) for part, (size, heads) in zip(parts, sections)]
 
 
-def from_blocks(blocks: Sequence[torch.Tensor], like: torch.Tensor, group: dict) -> torch.Tensor:
+def from_blocks(parts: Sequence[torch.Tensor], like: torch.Tensor, blocks) -> torch.Tensor:
     """Inverse of :func:`to_blocks`: assemble blocks into a tensor of ``like``'s shape."""
-    if len(blocks) == 1 and group.get("num_heads") in (None, 0, 1):
-        return blocks[0].reshape(like.shape)
-    batch = matrix_batch(like, group["tensor_layout"]).shape[0]
-    cols = blocks[0].shape[-1]
-    parts = [b.reshape(batch, -1, cols) for b in blocks]
-    whole = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    if len(parts) == 1 and blocks.num_heads in (None, 0, 1):
+        return parts[0].reshape(like.shape)
+    batch = matrix_batch(like, blocks.tensor_layout).shape[0]
+    cols = parts[0].shape[-1]
+    rows = [b.reshape(batch, -1, cols) for b in parts]
+    whole = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
     return whole.reshape(like.shape)
 
 
@@ -143,8 +144,8 @@ def adamw_update(
     step counts after this step (for the bias corrections 1 − βᵗ).
 
     Plain tensors whose parameter, gradient and moments share one dtype go through torch's fused
-    AdamW kernel (CPU and CUDA): measured 5.5× faster than the foreach ops on a 50257×768 embedding
-    on CPU, equal to fp32 rounding. The rest (DTensor shards, fp32 moments of bf16/fp16
+    AdamW kernel (CPU and CUDA): one pass over the tensors instead of one per foreach op, equal to
+    the foreach arithmetic up to fp32 rounding. The rest (DTensor shards, fp32 moments of bf16/fp16
     parameters) take the foreach path.
     """
     if not params:

@@ -29,7 +29,7 @@ Two ways to measure S_h:
 Mixed precision and ``torch.compile``: the re-measure must see the weights as they are *now*. Inside an autocast
 region torch caches the low-precision copy of every parameter it casts (keyed by the tensor, not its contents) until
 the outermost region exits, so after an in-place clip — or an ``optimizer.step()`` inside the same region — a re-run
-would silently use the old bf16 weights (issue 16: reported logits were the unclipped ones and later layers were
+would silently use the old bf16 weights (the reported logits would be the unclipped ones and later layers would be
 measured on unclipped outputs). ``step`` therefore drops that cache before measuring and after every clip. That is
 the cheap correct choice: within one forward each weight is cast once anyway (layers run in order), so dropping the
 cache costs only the re-cast of the clipped module's few weights; disabling the cache for the whole pass would cost

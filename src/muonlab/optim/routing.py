@@ -43,7 +43,7 @@ from typing import Any, Mapping, TextIO
 import torch
 from torch import nn
 
-from muonlab.optim.base import KINDS
+from muonlab.optim.groups import KINDS
 from muonlab.optim.pipeline import TENSOR_LAYOUTS
 
 HEAD_NAMES = ("head", "lm_head", "classifier", "output_layer")
@@ -208,7 +208,7 @@ def explain(model: nn.Module, *, file: TextIO | None = sys.stdout, **kwargs) -> 
 
     Routes decided by the output-layer guess (rule 6) are marked ``(guessed)`` in the kind column, and a note after
     the table says how to override each of them."""
-    rows = [("parameter", "shape", "kind", "update", "why")]
+    rows = [("parameter", "shape", "kind", "rule", "why")]
     routes = route(model, **kwargs)
     for r in routes:
         rows.append(

@@ -22,41 +22,69 @@ How Ψ_p is computed (``method="auto"``, the default):
 - 0 < p < 1, p a multiple of 1/8 (½, ¼, …): :func:`muonlab.spectral_power`'s matmul-only
   ``"gram"`` method (staged Polar Express iterations on the Gram matrix; ``power_steps`` sets the
   steps per stage, default (5, 3) for p = ½ and (5, 3, 3) for p = ¼: ≈ 0.3% error at κ ≤ 100 in
-  float32, ≈ 2-2.7× Muon's step on CPU — ``muonlab bench family``); other p: SVD on CPU, the
+  float32; its cost against Muon's step: ``muonlab bench family``, BENCHMARKS.md); other p: SVD on CPU, the
   coupled Newton inverse root on CUDA. ``method="svd"`` gives the exact power.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
 from muonlab.linalg import POLAR_METHODS, POWER_METHODS, spectral_power
 from muonlab.linalg.power import check_stage_steps, gram_stages, inverse_root_exponent
 from muonlab.optim import pipeline as pl
-from muonlab.optim.base import (
-    SpectralOptimizer,
+from muonlab.optim.base import SpectralOptimizer
+from muonlab.optim.muon import DEFAULT_METHOD as MUON_DEFAULT_METHOD
+from muonlab.optim.settings import (
+    PolarSettings,
+    SpectralSettings,
     check_betas,
     check_nonnegative,
-    check_polar_method,
     check_unit_interval,
+    polar_factor,
+    resolve_ns_steps,
+    spectral_common,
 )
-from muonlab.optim.muon import DEFAULT_METHOD as MUON_DEFAULT_METHOD
 
 # method names that mean "the default" for p = 0 ("newton"/"gram" name Ψ_p methods, not polar ones)
 _P0_DEFAULT_ALIASES = ("auto", "newton", "gram")
 
 
-def polar_group(group: dict) -> dict:
-    """For p = 0: the group with ``method`` made concrete, as :class:`muonlab.Muon` resolves it."""
+@dataclass(frozen=True, kw_only=True)
+class PowerSettings(SpectralSettings):
+    """A Ψ_p group's settings: the power ``p``, the Ψ_p ``method`` (for 0 < p < 1), its ``power_steps`` and
+    ``polar_dtype``; for p = 0 ``polar`` is the polar iteration, its method made concrete as Muon's."""
+
+    p: float
+    method: str
+    power_steps: int | tuple[int, ...] | None = None
+    polar_dtype: torch.dtype | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralSGDSettings(PowerSettings):
+    momentum: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralAdamSettings(PowerSettings):
+    betas: tuple[float, float]
+    eps: float
+
+
+def p0_method(group: Mapping) -> str:
+    """For p = 0: the polar method, an alias of the default made concrete as :class:`muonlab.Muon` does."""
     if group["method"] not in _P0_DEFAULT_ALIASES:
-        return group
+        return group["method"]
     explicit_ns = group.get("ns_coefficients") is not None or group.get("ns_steps") is not None
-    return dict(group, method="newton_schulz" if explicit_ns else MUON_DEFAULT_METHOD)
+    return "newton_schulz" if explicit_ns else MUON_DEFAULT_METHOD
 
 
-def _check_power(group: dict, where: str) -> None:
+def power_fields(group: Mapping, where: str) -> dict:
+    """Check the Ψ_p keys of a group; the :class:`PowerSettings` fields (besides the shared ones) they give."""
     p = group["p"]
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"{where}p must be a number in [0, 1], got {p!r}")
@@ -71,8 +99,9 @@ def _check_power(group: dict, where: str) -> None:
             raise ValueError(f"{where}{err}") from None
     if method == "gram" and 0 < p < 1 and gram_stages(float(p)) is None:
         raise ValueError(f"{where}method 'gram' needs p a multiple of 1/8 (e.g. 0.5, 0.25); got p={p!r}")
+    polar = None
     if p == 0:
-        check_polar_method(polar_group(group), where)
+        polar = PolarSettings.from_group(group, where, method=p0_method(group))
     elif group.get("ns_coefficients") is not None or group.get("ns_steps") is not None:
         raise ValueError(
             f"{where}ns_coefficients/ns_steps set the polar iteration of p = 0; for p={p} use power_steps "
@@ -88,7 +117,9 @@ def _check_power(group: dict, where: str) -> None:
             check_stage_steps(power_steps, stages)
         except ValueError as err:
             raise ValueError(f"{where}power_{err}") from None
-    pl.check_adjust_lr_fn(group["adjust_lr_fn"], where)
+        if not isinstance(power_steps, int):
+            power_steps = tuple(power_steps)
+    return dict(p=p, method=method, power_steps=power_steps, polar_dtype=group.get("polar_dtype"), polar=polar)
 
 
 def default_scale_rule(p: float, adjust_lr_fn: str | None) -> str:
@@ -101,26 +132,22 @@ def default_scale_rule(p: float, adjust_lr_fn: str | None) -> str:
 class _PowerTransform(SpectralOptimizer):
     """Shared transform: Ψ_p of each block (the input itself for p = 1)."""
 
-    def transform(self, x, group):
-        p = group["p"]
+    def transform(self, x, settings, *, overwrite=False):
+        p = settings.p
         if p == 1:
             return x
         if p == 0:
-            return self._polar(x, polar_group(group))
-        steps = group.get("power_steps")
-        if steps is not None and not isinstance(steps, int):
-            steps = tuple(steps)
-        return spectral_power(x, p, group["method"], group.get("polar_dtype"), steps=steps, check_finite=False)
+            return polar_factor(x, settings.polar)
+        return spectral_power(x, p, settings.method, settings.polar_dtype, steps=settings.power_steps,
+                              check_finite=False)
 
 
 def _polar_options(
     ns_steps: int | None, steps: int | None, ns_coefficients: Sequence[float] | None, power_steps
 ) -> dict:
     """The polar/power iteration keys of a group (``steps`` is an alias of ``ns_steps``)."""
-    if steps is not None and ns_steps is not None and steps != ns_steps:
-        raise ValueError(f"steps is an alias of ns_steps: give one, got ns_steps={ns_steps!r}, steps={steps!r}")
     return dict(
-        ns_steps=ns_steps if ns_steps is not None else steps,
+        ns_steps=resolve_ns_steps(ns_steps, steps),
         ns_coefficients=tuple(ns_coefficients) if ns_coefficients is not None else None,
         power_steps=power_steps,
     )
@@ -160,18 +187,17 @@ class SpectralSGD(_PowerTransform):
             polar_dtype=polar_dtype,
             **_polar_options(ns_steps, steps, ns_coefficients, power_steps),
         )
-        self.check_spectral_group(defaults, "")
         defaults["adjust_lr_fn"] = default_scale_rule(p, adjust_lr_fn)
         super().__init__(params, defaults, **options)
 
-    def check_spectral_group(self, group: dict, where: str) -> None:
-        super().check_spectral_group(group, where)
+    def spectral_settings(self, group: Mapping, where: str) -> SpectralSGDSettings:
+        common = spectral_common(group, where)
         check_unit_interval(group["momentum"], f"{where}momentum")
-        _check_power(group, where)
+        return SpectralSGDSettings(**common, **power_fields(group, where), momentum=group["momentum"])
 
-    def spectral_inputs(self, group, params, grads):
-        bufs = self._buffers(params)
-        torch._foreach_mul_(bufs, group["momentum"])
+    def spectral_inputs(self, ctx, params, grads):
+        bufs = ctx.buffers(params)
+        torch._foreach_mul_(bufs, ctx.settings.momentum)
         torch._foreach_add_(bufs, grads)
         return bufs
 
@@ -210,19 +236,19 @@ class SpectralAdam(_PowerTransform):
             polar_dtype=polar_dtype,
             **_polar_options(ns_steps, steps, ns_coefficients, power_steps),
         )
-        self.check_spectral_group(defaults, "")
         defaults["adjust_lr_fn"] = default_scale_rule(p, adjust_lr_fn)
         super().__init__(params, defaults, **options)
 
-    def check_spectral_group(self, group: dict, where: str) -> None:
-        super().check_spectral_group(group, where)
+    def spectral_settings(self, group: Mapping, where: str) -> SpectralAdamSettings:
+        common = spectral_common(group, where)
         check_betas(group["betas"], f"{where}betas")
         check_nonnegative(group["eps"], f"{where}eps")
-        _check_power(group, where)
+        return SpectralAdamSettings(**common, **power_fields(group, where), betas=tuple(group["betas"]),
+                                    eps=group["eps"])
 
-    def spectral_inputs(self, group, params, grads):
-        exp_avgs = self._buffers(params, "exp_avg")
-        exp_avg_sqs = self._buffers(params, "exp_avg_sq")
-        steps = self._count_steps(params)
-        beta1, beta2 = group["betas"]
-        return pl.adam_direction(grads, exp_avgs, exp_avg_sqs, steps, beta1=beta1, beta2=beta2, eps=group["eps"])
+    def spectral_inputs(self, ctx, params, grads):
+        exp_avgs = ctx.buffers(params, "exp_avg")
+        exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
+        steps = ctx.count_steps(params)
+        beta1, beta2 = ctx.settings.betas
+        return pl.adam_direction(grads, exp_avgs, exp_avg_sqs, steps, beta1=beta1, beta2=beta2, eps=ctx.settings.eps)
