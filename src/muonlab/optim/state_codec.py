@@ -401,7 +401,7 @@ class StateStore:
                 state[key] = _sharded_like(decode(state, key, local_like, dtype), owner)
                 state.pop(key + ABSMAX_SUFFIX, None)
             return _local(state[key])
-        work = decode(state, key, local_like, torch.float32)
+        work = decode(state, key, local_like, dtype)  # updated in the full-precision dtype (fp64 for fp64 params)
         self.pending.append((state, key, owner, work, fmt))
         return work
 
