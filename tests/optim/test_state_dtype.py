@@ -292,3 +292,23 @@ def test_last_step_stats():
     with pytest.warns(RuntimeWarning):
         opt.step()
     assert opt.last_step_stats()["skipped_steps"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
+def test_adamw_part_slices_give_the_same_bits(fmt, monkeypatch):
+    """The AdamW part decodes large tensors by slices of rows: any slice size gives the bits of whole tensors
+    (int8 blocks live in rows; stochastic rounding is keyed by the global element index)."""
+    from muonlab.optim import base
+
+    def run():
+        model, opt = _model_and_opt(fmt, dtype=torch.bfloat16, param_rounding="stochastic", seed=5)
+        _steps(model, opt, 3)
+        return [p.detach().clone() for p in model.parameters()], _state_bits(opt)
+
+    whole = run()
+    monkeypatch.setattr(base, "ADAMW_PIECE_BYTES", 200)  # the 40×16 embedding in slices of 3 rows
+    pieces = base.adamw_pieces([torch.zeros(40, 16), torch.zeros(16), torch.zeros(5, 2)], 200)
+    assert pieces[0] == [(0, (0, 3))] and pieces[13] == [(0, (39, 40))] and pieces[14] == [(1, None), (2, None)]
+    sliced = run()
+    assert all(torch.equal(a, b) for a, b in zip(whole[0], sliced[0]))
+    assert _same(whole[1], sliced[1])

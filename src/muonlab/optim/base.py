@@ -277,27 +277,33 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
 
     def _adamw_step(self, ctx: StepContext, owners: list[torch.Tensor], params: list[torch.Tensor],
                     grads: list[torch.Tensor]) -> None:
-        """AdamW on the group; with bf16/int8 state (or stochastically rounded bf16 parameters) chunk by chunk of the
-        scratch budget, so that one chunk's fp32 moments (and parameters) are decoded at a time."""
-        rounded = rounds_params(ctx.settings, owners)
-        if ctx.settings.state_dtype == "float32" and not rounded:
-            chunks = [list(range(len(params)))]
-        else:
-            chunks = byte_chunks(owners, self.scratch_budget(None, owners) // 3)
-        beta1, beta2 = ctx.settings.betas
-        for chunk in chunks:
-            chunk_params = [params[i] for i in chunk]
-            exp_avgs = ctx.buffers(chunk_params, "exp_avg")
-            exp_avg_sqs = ctx.buffers(chunk_params, "exp_avg_sq")
-            steps = ctx.count_steps(chunk_params)
-            targets = [p.float() for p in chunk_params] if rounded else chunk_params
-            pl.adamw_update(
-                targets, [grads[i] for i in chunk], exp_avgs, exp_avg_sqs, steps,
-                lr=ctx.lr, beta1=beta1, beta2=beta2, eps=ctx.settings.eps, weight_decay=ctx.weight_decay,
-            )
+        """AdamW on the group. With bf16/int8 state (or stochastically rounded bf16 parameters) piece by piece: small
+        tensors together, large ones by slices of rows (AdamW is elementwise), so that the fp32 moments (and
+        parameters) decoded at once stay within :data:`ADAMW_PIECE_BYTES` each."""
+        settings = ctx.settings
+        rounded = rounds_params(settings, owners)
+        beta1, beta2 = settings.betas
+        hyper = dict(lr=ctx.lr, beta1=beta1, beta2=beta2, eps=settings.eps, weight_decay=ctx.weight_decay)
+        if settings.state_dtype == "float32" and not rounded:
+            exp_avgs = ctx.buffers(params, "exp_avg")
+            exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
+            pl.adamw_update(params, grads, exp_avgs, exp_avg_sqs, ctx.count_steps(params), **hyper)
+            return
+        steps = ctx.count_steps(params)
+        for piece in adamw_pieces(params, ADAMW_PIECE_BYTES):
+            views = [params[i] if rows is None else params[i][rows[0]:rows[1]] for i, rows in piece]
+            moments = [
+                [self._store.buffers(self.state[owners[i]], key, owners[i], params[i], settings.state_dtype,
+                                     state_dtype(owners[i]), rows) for i, rows in piece]
+                for key in ("exp_avg", "exp_avg_sq")
+            ]
+            targets = [v.float() for v in views] if rounded else views
+            pl.adamw_update(targets, [grads[i] if rows is None else grads[i][rows[0]:rows[1]] for i, rows in piece],
+                            *moments, [steps[i] for i, _ in piece], **hyper)
             self._store.flush()
             if rounded:
-                self._round_params(ctx, chunk_params, targets)
+                starts = [0 if rows is None else rows[0] * (params[i].numel() // params[i].shape[0]) for i, rows in piece]
+                self._round_params(ctx, views, targets, [owners[i] for i, _ in piece], starts)
 
     def _spectral_step(
         self,
@@ -384,13 +390,17 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         if rounded:
             self._round_params(ctx, params, targets)
 
-    def _round_params(self, ctx: StepContext, params: list[torch.Tensor], works: list[torch.Tensor]) -> None:
+    def _round_params(self, ctx: StepContext, params: list[torch.Tensor], works: list[torch.Tensor],
+                      owners: list[torch.Tensor] | None = None, starts: list[int] | None = None) -> None:
         """Write the fp32 ``works`` into the local ``params``: bf16 ones with stochastic rounding (``param_rounding``
-        "stochastic", keyed like the state's rounding), the others as they are."""
+        "stochastic", keyed like the state's rounding), the others as they are. ``owners``/``starts`` when
+        ``params`` are slices of local parameters: their parameters and the first element's index in them."""
+        owners = owners or [ctx.owner(p) for p in params]
+        starts = starts or [0] * len(params)
         bf16 = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
-        owners = [ctx.owner(params[i]) for i in bf16]
         self._store.round_params([params[i] for i in bf16], [works[i] for i in bf16],
-                                 [self.state[o] for o in owners], owners)
+                                 [self.state[owners[i]] for i in bf16], [owners[i] for i in bf16],
+                                 [starts[i] for i in bf16])
         for i, p in enumerate(params):
             if p.dtype != torch.bfloat16:
                 p.copy_(works[i])
@@ -400,13 +410,14 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
 
         - ``update_rms``: RMS of the update the matrices took per unit lr, √(Σ‖U‖²_F / Σ numel) over the group's
           parameters (U after the shape scale and any row normalization; decay excluded); None for AdamW groups;
-        - ``orthogonality_error``: for one sampled block X of the group's transform output (a different block each
-          step; its first ≤ 128 rows, or columns when X is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
+        - ``orthogonality_error``: for one sampled block X of the group's transform output (the first block of the
+          first batch the step transforms, so a curve follows one matrix; its first ≤ 128 rows, or columns when X
+          is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
           block's singular values are all equal (an exact polar factor, any scale); the RMS relative spread of σ²
           otherwise. Measured on the rank that transformed the block (None where this rank transformed none);
         - ``state_bytes``: bytes of the group's optimizer state on this rank; ``state_dtype``;
-        - at the top: ``step`` (steps taken), ``skipped_steps`` (steps skipped on non-finite gradients),
-          ``state_bytes`` (all groups).
+        - at the top: ``step`` (steps taken) and ``skipped_steps`` (steps skipped on non-finite gradients), both
+          counted by this optimizer object since its construction, and ``state_bytes`` (all groups).
 
         ``telemetry=False`` at construction leaves out the update RMS and the sample (None)."""
         groups = []
@@ -474,20 +485,30 @@ def rounds_params(settings, params: list[torch.Tensor]) -> bool:
     return settings.param_rounding == "stochastic" and any(p.dtype == torch.bfloat16 for p in params)
 
 
-def byte_chunks(params: list[torch.Tensor], limit: int) -> list[list[int]]:
-    """Indices of ``params`` in order, in chunks of at most ``limit`` bytes (in their state dtype; a larger one
-    alone): the AdamW part's chunks when its moments are decoded from a low-precision format."""
-    chunks: list[list[int]] = []
-    size = 0
+# fp32 bytes of one moment the AdamW part decodes at once from bf16/int8 state (see SpectralOptimizer._adamw_step)
+ADAMW_PIECE_BYTES = 16 * 2**20
+
+
+def adamw_pieces(params: list[torch.Tensor], limit: int) -> list[list[tuple[int, tuple[int, int] | None]]]:
+    """The AdamW part's pieces of work when its state is decoded: lists of (parameter index, rows) with at most
+    ``limit`` bytes of fp32 elements each; rows None for a whole tensor, (first, end) for a slice of the rows of a
+    tensor larger than the limit. In the parameters' order, deterministic in their shapes."""
+    pieces: list[list[tuple[int, tuple[int, int] | None]]] = []
+    size = limit + 1  # start a new piece with the first tensor
     for i, p in enumerate(params):
-        nbytes = p.numel() * torch.finfo(state_dtype(p)).bits // 8
-        if chunks and size + nbytes <= limit:
-            chunks[-1].append(i)
+        nbytes = p.numel() * 4
+        if nbytes > limit and p.dim() >= 1 and p.shape[0] > 1:
+            per_row = max(1, p.numel() // p.shape[0] * 4)
+            step = max(1, limit // per_row)
+            pieces += [[(i, (r, min(p.shape[0], r + step)))] for r in range(0, p.shape[0], step)]
+            size = limit + 1
+        elif size + nbytes <= limit:
+            pieces[-1].append((i, None))
             size += nbytes
         else:
-            chunks.append([i])
+            pieces.append([(i, None)])
             size = nbytes
-    return chunks
+    return pieces
 
 
 # rows (or columns) of the sampled block whose Gram matrix the telemetry measures
@@ -531,7 +552,7 @@ class _Telemetry:
     def sample(self, key: int, out: torch.Tensor) -> None:
         """‖XXᵀ/τ − I‖_F/√k of one block of a transform's output (see SpectralOptimizer.last_step_stats)."""
         self.sample_due = False
-        x = out[self.steps % out.shape[0]]
+        x = out[0]
         if x.shape[0] > x.shape[1]:
             x = x.T
         x = x[:TELEMETRY_SAMPLE].float()

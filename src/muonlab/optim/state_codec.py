@@ -322,37 +322,55 @@ def stored_format(state: dict, key: str) -> str | None:
     return str(value.dtype).removeprefix("torch.")
 
 
-def decode(state: dict, key: str, local_like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A new local tensor in ``dtype`` holding ``state[key]`` (zeros when absent), whatever its stored format."""
+def _rows(t: torch.Tensor, rows: tuple[int, int] | None) -> torch.Tensor:
+    return t if rows is None else t[rows[0]:rows[1]]
+
+
+def decode(state: dict, key: str, local_like: torch.Tensor, dtype: torch.dtype,
+           rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """A new local tensor in ``dtype`` holding ``state[key]`` (zeros when absent), whatever its stored format; only
+    its rows ``rows`` = (first, end) of the local tensor when given (int8 blocks never straddle rows)."""
     fmt = stored_format(state, key)
     if fmt is None:
-        return torch.zeros(local_like.shape, dtype=dtype, device=local_like.device)
-    stored = _local(state[key])
+        return torch.zeros(_rows(local_like, rows).shape, dtype=dtype, device=local_like.device)
+    stored = _rows(_local(state[key]), rows)
     if fmt == "int8":
-        out = dequantize_blockwise(stored, _local(state[key + ABSMAX_SUFFIX]), key not in UNSIGNED_KEYS)
+        out = dequantize_blockwise(stored, _rows(_local(state[key + ABSMAX_SUFFIX]), rows), key not in UNSIGNED_KEYS)
         return out if out.dtype == dtype else out.to(dtype)
     return stored.to(dtype=dtype, copy=True)
 
 
-def encode(state: dict, key: str, owner: torch.Tensor, work: torch.Tensor, fmt: str, rounding: int) -> None:
-    """Store the local tensor ``work`` as ``state[key]`` in format ``fmt`` ("bfloat16" or "int8"), in place into
-    the existing storage when it has that format (the DTensor wrapper stays), new storage sharded like ``owner``
-    otherwise. ``rounding``: the key of this write's stochastic-rounding bits (bf16)."""
+def allocate(state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str) -> None:
+    """Storage for ``state[key]`` in format ``fmt``, sharded like ``owner``, holding zeros (int8: zero scales)."""
+    device = local_like.device
     if fmt == "bfloat16":
         state.pop(key + ABSMAX_SUFFIX, None)
-        if stored_format(state, key) != "bfloat16":
-            state[key] = _sharded_like(torch.empty(work.shape, dtype=torch.bfloat16, device=work.device), owner)
-        stochastic_round_bf16(work, rounding, global_offset(owner), out=_local(state[key]))
+        state[key] = _sharded_like(torch.zeros(local_like.shape, dtype=torch.bfloat16, device=device), owner)
         return
     if fmt != "int8":
-        raise ValueError(f"encode: format must be 'bfloat16' or 'int8', got {fmt!r}")
-    if stored_format(state, key) != "int8":
-        rows, nblocks = blocks_per_row(owner.shape)
-        local_rows = work.shape[0]
-        state[key] = _sharded_like(torch.empty(work.shape, dtype=torch.uint8, device=work.device), owner)
-        state[key + ABSMAX_SUFFIX] = _sharded_like(
-            torch.empty((local_rows, nblocks), dtype=torch.float32, device=work.device), owner, (rows, nblocks))
-    quantize_blockwise(work, key not in UNSIGNED_KEYS, _local(state[key]), _local(state[key + ABSMAX_SUFFIX]))
+        raise ValueError(f"allocate: format must be 'bfloat16' or 'int8', got {fmt!r}")
+    rows, nblocks = blocks_per_row(owner.shape)
+    state[key] = _sharded_like(torch.zeros(local_like.shape, dtype=torch.uint8, device=device), owner)
+    state[key + ABSMAX_SUFFIX] = _sharded_like(
+        torch.zeros((local_like.shape[0], nblocks), dtype=torch.float32, device=device), owner, (rows, nblocks))
+
+
+def encode(state: dict, key: str, owner: torch.Tensor, work: torch.Tensor, fmt: str, rounding: int,
+           rows: tuple[int, int] | None = None) -> None:
+    """Store the local tensor ``work`` as ``state[key]`` (its rows ``rows`` when given) in format ``fmt``
+    ("bfloat16" or "int8"), in place into the existing storage when it has that format (the DTensor wrapper stays),
+    new storage sharded like ``owner`` otherwise. ``rounding``: the key of this write's stochastic-rounding bits."""
+    if stored_format(state, key) != fmt:
+        if rows is not None:
+            raise ValueError(f"encode: rows of {key!r} can only be written into storage already in {fmt!r}")
+        allocate(state, key, owner, work, fmt)
+    stored = _rows(_local(state[key]), rows)
+    if fmt == "bfloat16":
+        per_row = stored.numel() // stored.shape[0] if stored.dim() and stored.shape[0] else 0
+        offset = global_offset(owner) + (rows[0] * per_row if rows is not None else 0)
+        stochastic_round_bf16(work, rounding, offset, out=stored)
+        return
+    quantize_blockwise(work, key not in UNSIGNED_KEYS, stored, _rows(_local(state[key + ABSMAX_SUFFIX]), rows))
 
 
 def state_nbytes(state: dict) -> int:
@@ -389,30 +407,38 @@ class StateStore:
         state["rounding_step"] = state.get("rounding_step", 0) + 1
 
     def buffers(self, state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str,
-                dtype: torch.dtype) -> torch.Tensor:
-        """The work tensor of ``state[key]`` (zeros on first use), local like ``local_like``, in ``dtype``."""
+                dtype: torch.dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The work tensor of ``state[key]`` (zeros on first use), local like ``local_like``, in ``dtype``; only the
+        local rows ``rows`` = (first, end) when given (a slice of a large tensor, so that the work stays small)."""
         if fmt == "int8" and not quantizable(owner):
             fmt = "float32"
+        stored = stored_format(state, key)
         if fmt == "float32":
-            stored = stored_format(state, key)
             if stored is None:
                 state[key] = torch.zeros_like(owner, dtype=dtype, memory_format=torch.preserve_format)
             elif stored != str(dtype).removeprefix("torch."):  # a bf16/int8 checkpoint loaded into fp32 state
                 state[key] = _sharded_like(decode(state, key, local_like, dtype), owner)
                 state.pop(key + ABSMAX_SUFFIX, None)
-            return _local(state[key])
-        work = decode(state, key, local_like, dtype)  # updated in the full-precision dtype (fp64 for fp64 params)
-        self.pending.append((state, key, owner, work, fmt))
+            return _rows(_local(state[key]), rows)
+        if rows is not None and stored != fmt:  # first use, or state saved in another format: re-store it whole
+            if stored is None:
+                allocate(state, key, owner, local_like, fmt)
+            else:
+                encode(state, key, owner, decode(state, key, local_like, dtype), fmt, self.key(state, owner, slot_of(key)))
+        work = decode(state, key, local_like, dtype, rows)  # updated in the full-precision dtype (fp64 for fp64 params)
+        self.pending.append((state, key, owner, work, fmt, rows))
         return work
 
     def flush(self) -> None:
         """Encode every pending work tensor into its stored format."""
-        for state, key, owner, work, fmt in self.pending:
-            encode(state, key, owner, work, fmt, self.key(state, owner, slot_of(key)))
+        for state, key, owner, work, fmt, rows in self.pending:
+            encode(state, key, owner, work, fmt, self.key(state, owner, slot_of(key)), rows)
         self.pending.clear()
 
     def round_params(self, params: list[torch.Tensor], works: list[torch.Tensor], states: list[dict],
-                     owners: list[torch.Tensor]) -> None:
-        """Write fp32 ``works`` into the bf16 local ``params`` with stochastic rounding."""
-        for p, w, state, owner in zip(params, works, states, owners):
-            stochastic_round_bf16(w, self.key(state, owner, PARAM_SLOT), global_offset(owner), out=p)
+                     owners: list[torch.Tensor], starts: list[int] | None = None) -> None:
+        """Write fp32 ``works`` into the bf16 local ``params`` with stochastic rounding; ``starts``: the index of each
+        one's first element in its local parameter (when it is a slice of it)."""
+        starts = starts or [0] * len(params)
+        for p, w, state, owner, start in zip(params, works, states, owners, starts):
+            stochastic_round_bf16(w, self.key(state, owner, PARAM_SLOT), global_offset(owner) + start, out=p)
