@@ -244,6 +244,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             handle_nonfinite(type(self).__name__, self.param_groups, self.on_nonfinite)
             return loss
         self._telemetry.begin_step()
+        try:
+            self._step_groups(work)
+        finally:
+            self._telemetry.active = False
+        return loss
+
+    def _step_groups(self, work: list[tuple[dict, list[torch.Tensor]]]) -> None:
         for index, (group, params) in enumerate(work):
             if not params:
                 continue
@@ -273,7 +280,6 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                     self._spectral_step(ctx, group["params"], params, local_params, grads)
             finally:
                 self._store.pending.clear()
-        return loss
 
     def _adamw_step(self, ctx: StepContext, owners: list[torch.Tensor], params: list[torch.Tensor],
                     grads: list[torch.Tensor]) -> None:
@@ -376,7 +382,6 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         acts only where the parameter and the update share a sign, i.e. where the step already shrinks
         |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = ctx.lr
-        self._telemetry.add_updates(id(ctx.settings), updates)
         rounded = rounds_params(ctx.settings, params)
         targets = [p.float() for p in params] if rounded else params
         if ctx.weight_decay:
@@ -408,8 +413,10 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     def last_step_stats(self) -> dict:
         """What the last step did, per group — cheap enough to read every step:
 
-        - ``update_rms``: RMS of the update the matrices took per unit lr, √(Σ‖U‖²_F / Σ numel) over the group's
-          parameters (U after the shape scale and any row normalization; decay excluded); None for AdamW groups;
+        - ``update_rms``: RMS of the update direction per unit lr, √(Σ‖s·D‖²_F / Σ numel) over the group's
+          matrices, D the transform's output and s its shape scale (decay excluded; NorMuon's row normalization
+          keeps each block's norm, PolarGrad's ``polar_first`` scales D by ν afterwards); one reduction per
+          transformed batch, on the rank that transformed it; None for AdamW groups;
         - ``orthogonality_error``: for one sampled block X of the group's transform output (the first block of the
           first batch the step transforms, so a curve follows one matrix; its first ≤ 128 rows, or columns when X
           is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
@@ -473,6 +480,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             if scale != 1.0:
                 # In place unless the transform handed back its input (Ψ₁ is the identity).
                 out = out * scale if out is batch else out.mul_(scale)
+            if self._telemetry.active:  # inside a step: the batch's Σ‖s·D‖² (one reduction per batch)
+                self._telemetry.add_batch(id(settings), out)
             del batch  # a concatenated copy is scratch: free it before the next bucket's
             pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
             for (i, j), piece in zip(idx, pieces):
@@ -516,39 +525,37 @@ TELEMETRY_SAMPLE = 128
 
 
 class _Telemetry:
-    """The step's statistics (keyed by id of a group's settings object), kept as tensors (no host sync in the step) until last_step_stats reads them. The
-    tensors persist and are written in place, so that a step keeps no new allocation."""
+    """The step's statistics (keyed by id of a group's settings object), kept as tensors (no host sync in the step)
+    until last_step_stats reads them. The tensors persist and are written in place, so that a step keeps no new
+    allocation; a step adds one reduction and one multiply-add per transformed batch and one small Gram matrix."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.active = False  # inside a step (compute_updates is also called outside one)
         self.steps = 0
         self.skipped = 0
         self.sample_due = False
-        self.sums: dict[int, torch.Tensor] = {}  # id(group) -> Σ‖U‖² of this step's updates
-        self.counts: dict[int, int] = {}  # id(group) -> Σ numel of them (absent: no update this step)
+        self.sums: dict[int, torch.Tensor] = {}  # Σ‖s·D‖² of this step's batches
+        self.counts: dict[int, int] = {}  # Σ numel of them (absent: no batch this step)
         self.ortho: dict[int, torch.Tensor] = {}
         self.sampled: set[int] = set()
 
     def begin_step(self) -> None:
         self.steps += 1
-        self.sample_due = self.enabled
+        self.active = self.sample_due = self.enabled
         self.counts.clear()
         self.sampled.clear()
 
-    def add_updates(self, key: int, updates: list[torch.Tensor]) -> None:
-        if not updates or not self.enabled:
-            return
-        norms = torch._foreach_norm(updates)
-        total = torch.stack([n.float() for n in norms]).square().sum()
+    def add_batch(self, key: int, out: torch.Tensor) -> None:
+        norm = torch.linalg.vector_norm(out, dtype=torch.promote_types(out.dtype, torch.float32)).float()
         acc = self.sums.get(key)
-        if acc is None or acc.device != total.device:
-            acc = self.sums[key] = torch.zeros((), dtype=torch.float32, device=total.device)
+        if acc is None or acc.device != norm.device:
+            acc = self.sums[key] = torch.zeros((), dtype=torch.float32, device=norm.device)
         if key not in self.counts:
             acc.zero_()
             self.counts[key] = 0
-        acc.add_(total)
-        self.counts[key] += sum(u.numel() for u in updates)
-
+        acc.addcmul_(norm, norm)
+        self.counts[key] += out.numel()
     def sample(self, key: int, out: torch.Tensor) -> None:
         """‖XXᵀ/τ − I‖_F/√k of one block of a transform's output (see SpectralOptimizer.last_step_stats)."""
         self.sample_due = False

@@ -42,8 +42,14 @@ _ALIASES = {"float32": "float32", "fp32": "float32", torch.float32: "float32",
             "int8": "int8", torch.int8: "int8"}
 PARAM_ROUNDINGS = ("nearest", "stochastic")
 BLOCK_SIZE = 256
-# elements processed at once by the encoders: bounds their int64/fp32 temporaries (~8 MiB each)
+# elements the encoders process at once: bounds their int64/fp32 temporaries (~8 MiB each on CPU); on accelerators,
+# where every elementwise op is a kernel launch, slices are larger (fewer launches for the same bytes)
 SLICE_ELEMENTS = 1 << 20
+ACCELERATOR_SLICE_FACTOR = 4
+
+
+def _slice(device: torch.device) -> int:
+    return SLICE_ELEMENTS * (1 if device.type == "cpu" else ACCELERATOR_SLICE_FACTOR)
 _MASK32 = 0xFFFFFFFF
 # odd multipliers below 2³¹, so that a 32-bit value times one stays below 2⁶³ (no int64 overflow)
 _MUL1, _MUL2 = 0x7FEB352D, 0x68E31DA5
@@ -126,12 +132,13 @@ def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch
     if out is None:
         out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
     out_flat = out.view(-1)
-    for start in range(0, flat.numel(), SLICE_ELEMENTS):
-        part = flat[start:start + SLICE_ELEMENTS]
+    size = _slice(x.device)
+    for start in range(0, flat.numel(), size):
+        part = flat[start:start + size]
         # int32 bits + < 2¹⁶ cannot overflow except from NaN patterns (0x7FFF….), which are put back below
         bits = random_bits16(part.numel(), key, offset + start, part.device).add_(part.view(torch.int32))
         rounded = (bits >> 16).to(torch.int16).view(torch.bfloat16)  # the signed top half: sign, exponent, 7 bits
-        out_flat[start:start + SLICE_ELEMENTS] = torch.where(part.isnan(), part.to(torch.bfloat16), rounded)
+        out_flat[start:start + size] = torch.where(part.isnan(), part.to(torch.bfloat16), rounded)
     return out
 
 
@@ -200,8 +207,8 @@ def _padded_blocks(x: torch.Tensor, rows: int, nblocks: int) -> torch.Tensor:
     return flat.reshape(rows, nblocks, BLOCK_SIZE)
 
 
-def _row_slices(rows: int, row_length: int):
-    step = max(1, SLICE_ELEMENTS // max(row_length, 1))
+def _row_slices(rows: int, row_length: int, device: torch.device):
+    step = max(1, _slice(device) // max(row_length, 1))
     for start in range(0, rows, step):
         yield start, min(rows, start + step)
 
@@ -221,12 +228,13 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
     if scales is None:
         scales = torch.empty((rows, nblocks), dtype=torch.float32, device=x.device)
     x_rows, code_rows = x.reshape(rows, length), codes.view(rows, length)
-    for start, stop in _row_slices(rows, length):
+    for start, stop in _row_slices(rows, length, x.device):
         blocks = _padded_blocks(x_rows[start:stop].float(), stop - start, nblocks)
-        absmax = blocks.abs().amax(dim=-1)
+        magnitude = blocks.abs()
+        absmax = magnitude.amax(dim=-1)
         scales[start:stop] = absmax
         # |x|/a ≤ 1 exactly (IEEE division is monotone); a zero block divides by 1
-        magnitude = blocks.abs().div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
+        magnitude.div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
         below = table[magnitude.view(torch.int32) >> 12].long()
         index = below.add_(magnitude > midpoints[below])
         if signed:
@@ -246,7 +254,7 @@ def dequantize_blockwise(codes: torch.Tensor, scales: torch.Tensor, signed: bool
     if out is None:
         out = torch.empty(codes.shape, dtype=dtype, device=codes.device)
     code_rows, out_rows = codes.reshape(rows, length), out.view(rows, length)
-    for start, stop in _row_slices(rows, length):
+    for start, stop in _row_slices(rows, length, codes.device):
         values = levels[code_rows[start:stop].long()]
         values = _padded_blocks(values, stop - start, nblocks)
         values.mul_(scales[start:stop].unsqueeze(-1))
