@@ -78,14 +78,21 @@ def main() -> int:
             }
     ref = results.get("fp32 state (reference)")
     lines = [f"Muon on the tiny model (4×128), {args.steps} steps, seeds {args.seeds}; final validation loss "
-             "(nats/token). Spread = max − min over the seeds.", "",
-             "| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread | mean − fp32 mean | state bytes |",
-             "|---|" + "---|" * (len(seeds) + 4)]
+             "(nats/token). Spread = max − min over the seeds; same-seed Δ: each seed's loss minus the fp32-state "
+             "run's of that seed (same initialization and batches). State bytes: the whole optimizer state (the "
+             "bf16-parameter rows keep fp32 state). bf16-parameter rows also run the forward in bf16.", "",
+             "| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread | mean − fp32 mean | "
+             "same-seed Δ vs fp32 (min … max) | state bytes |",
+             "|---|" + "---|" * (len(seeds) + 5)]
     for name, r in results.items():
         cells = [f"{r['runs'][s]['final_val_loss']:.4f}" if s in r["runs"] else "—" for s in seeds]
         delta = f"{r['mean'] - ref['mean']:+.4f}" if ref else "—"
+        paired = [r["runs"][s]["final_val_loss"] - ref["runs"][s]["final_val_loss"]
+                  for s in seeds if ref and s in r["runs"] and s in ref["runs"]]
+        r["paired_deltas"] = paired
+        pair = f"{min(paired):+.4f} … {max(paired):+.4f}" if paired else "—"
         state = next((f["state_bytes"] for f in r["runs"].values() if f["state_bytes"]), None)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['mean']:.4f} | {r['spread']:.4f} | {delta} | "
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['mean']:.4f} | {r['spread']:.4f} | {delta} | {pair} | "
                      f"{state if state is not None else '—'} |")
     lines += ["", "Commands (S = seed, OUT = a fresh folder):", ""]
     lines += [f"- {name}: `{r['command']}`" for name, r in results.items()]

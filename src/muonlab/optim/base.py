@@ -285,7 +285,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                     grads: list[torch.Tensor]) -> None:
         """AdamW on the group. With bf16/int8 state (or stochastically rounded bf16 parameters) piece by piece: small
         tensors together, large ones by slices of rows (AdamW is elementwise), so that the fp32 moments (and
-        parameters) decoded at once stay within :data:`ADAMW_PIECE_BYTES` each."""
+        parameters) decoded at once stay within :data:`ADAMW_PIECE_BYTES` (4 MiB) each."""
         settings = ctx.settings
         rounded = rounds_params(settings, owners)
         beta1, beta2 = settings.betas
@@ -495,7 +495,7 @@ def rounds_params(settings, params: list[torch.Tensor]) -> bool:
 
 
 # fp32 bytes of one moment the AdamW part decodes at once from bf16/int8 state (see SpectralOptimizer._adamw_step)
-ADAMW_PIECE_BYTES = 16 * 2**20
+ADAMW_PIECE_BYTES = 4 * 2**20
 
 
 def adamw_pieces(params: list[torch.Tensor], limit: int) -> list[list[tuple[int, tuple[int, int] | None]]]:

@@ -42,14 +42,12 @@ _ALIASES = {"float32": "float32", "fp32": "float32", torch.float32: "float32",
             "int8": "int8", torch.int8: "int8"}
 PARAM_ROUNDINGS = ("nearest", "stochastic")
 BLOCK_SIZE = 256
-# elements the encoders process at once: bounds their int64/fp32 temporaries (~8 MiB each on CPU); on accelerators,
-# where every elementwise op is a kernel launch, slices are larger (fewer launches for the same bytes)
+# elements the encoders process at once: bounds their int64/fp32 temporaries (≤ 8 MiB each)
 SLICE_ELEMENTS = 1 << 20
-ACCELERATOR_SLICE_FACTOR = 4
 
 
 def _slice(device: torch.device) -> int:
-    return SLICE_ELEMENTS * (1 if device.type == "cpu" else ACCELERATOR_SLICE_FACTOR)
+    return SLICE_ELEMENTS
 _MASK32 = 0xFFFFFFFF
 # odd multipliers below 2³¹, so that a 32-bit value times one stays below 2⁶³ (no int64 overflow)
 _MUL1, _MUL2 = 0x7FEB352D, 0x68E31DA5
