@@ -70,7 +70,8 @@ def main() -> int:
             losses = [f["final_val_loss"] for f in finals.values()]
             results[name] = {
                 "args": ROWS[name],
-                "command": " ".join(command(ROWS[name], 0, args.steps, Path("OUT"))[1:]).replace("--seed 0", "--seed S"),
+                "command": "PYTHONPATH=src python " + " ".join(command(ROWS[name], 0, args.steps, Path("OUT"))[1:])
+                .replace("--seed 0", "--seed S"),
                 "runs": finals,
                 "mean": statistics.mean(losses),
                 "spread": max(losses) - min(losses),
