@@ -233,7 +233,7 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
         scales[start:stop] = absmax
         # |x|/a ≤ 1 exactly (IEEE division is monotone); a zero block divides by 1
         magnitude.div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
-        below = table[magnitude.view(torch.int32) >> 12].long()
+        below = table[magnitude.view(torch.int32) >> 12].int()  # int32 indices: half the temporaries of int64
         index = below.add_(magnitude > midpoints[below])
         if signed:
             index = torch.where(blocks < 0, zero - index, zero + index)
@@ -253,7 +253,7 @@ def dequantize_blockwise(codes: torch.Tensor, scales: torch.Tensor, signed: bool
         out = torch.empty(codes.shape, dtype=dtype, device=codes.device)
     code_rows, out_rows = codes.reshape(rows, length), out.view(rows, length)
     for start, stop in _row_slices(rows, length, codes.device):
-        values = levels[code_rows[start:stop].long()]
+        values = levels[code_rows[start:stop].int()]
         values = _padded_blocks(values, stop - start, nblocks)
         values.mul_(scales[start:stop].unsqueeze(-1))
         out_rows[start:stop] = values.reshape(stop - start, -1)[:, :length]
