@@ -18,12 +18,19 @@ def test_bench_step_tiny_writes_json(tmp_path, capsys):
     assert result["benchmark"] == "step" and result["hidden_matrices"] == 6
     rows = {row["key"]: row for row in result["rows"]}
     assert set(rows) == {"muonlab_default", "muonlab_polar_express", "muonlab_keller", "muonlab_normuon",
+                         "muonlab_no_telemetry", "muonlab_bf16_state", "muonlab_int8_state",
                          "torch_muon_fp32", "torch_muon_bf16", "adamw_foreach", "adamw_fused"}
+    # low-precision state: half the fp32 state's bytes in bf16, about a quarter in int8 (1-D tensors stay fp32)
+    assert rows["muonlab_bf16_state"]["state_bytes"] * 2 == rows["muonlab_default"]["state_bytes"]
+    assert rows["muonlab_int8_state"]["state_bytes"] < 0.4 * rows["muonlab_default"]["state_bytes"]
+    assert rows["muonlab_no_telemetry"]["state_bytes"] == rows["muonlab_default"]["state_bytes"]
     # NorMuon: the momentum and one second moment per row; a steady-state step keeps nothing either
     assert rows["muonlab_normuon"]["state_tensors_per_matrix"] == 2 and rows["muonlab_normuon"]["net_bytes"] == 0
     for key, row in rows.items():
         assert row["median_s"] > 0
         assert row["time_vs_adamw_foreach"] == row["median_s"] / rows["adamw_foreach"]["median_s"]
+    for key in ("muonlab_no_telemetry", "muonlab_bf16_state", "muonlab_int8_state"):
+        assert rows[key]["net_bytes"] == 0 and rows[key]["peak_bytes"] > 0 and rows[key]["matmul_flops"] > 0
     for key in ("muonlab_default", "muonlab_polar_express", "muonlab_keller", "torch_muon_fp32"):
         row = rows[key]
         assert row["matmul_flops"] > 0 and row["floor_s"] > 0

@@ -403,6 +403,75 @@ def family_scenario(rank: int, world_size: int) -> dict:
     return out
 
 
+STATE_DTYPES = ("bfloat16", "int8")
+
+
+def _whole_state(optimizer, param) -> dict:
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in optimizer.state[param].items()}
+
+
+def state_dtype_scenario(rank: int, world_size: int) -> dict:
+    """bf16 / int8 optimizer state under FSDP2 (float64 parameters, so that the gradient reduction's rounding does
+    not move a quantization code): 3 steps against one process; the state's types and global shapes; a DCP save
+    after 2 steps resumed in fresh sharded objects, and resumed unsharded (a resharded resume: every rank loads the
+    whole state into a plain model and continues alone)."""
+    import os
+    import tempfile
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    out = {}
+    for fmt in STATE_DTYPES:
+        model = shard_model(make_model().double(), world_size)
+        optimizer = make_optimizer(model, state_dtype=fmt)
+        train(model, optimizer, range(STEPS), rank, world_size)
+        h1 = optimizer.state[model.h1.weight]
+        out[f"{fmt}_params"] = full_params(model)
+        out[f"{fmt}_state_types"] = sorted({type(v).__name__ for v in h1.values() if torch.is_tensor(v)})
+        out[f"{fmt}_state_shapes"] = {k: tuple(v.shape) for k, v in h1.items() if torch.is_tensor(v)}
+        out[f"{fmt}_h1_state"] = _whole_state(optimizer, model.h1.weight)
+
+        model = shard_model(make_model().double(), world_size)
+        optimizer = make_optimizer(model, state_dtype=fmt)
+        train(model, optimizer, range(2), rank, world_size)
+        names = [tempfile.mkdtemp(prefix="muonlab-dcp-lowp-") if rank == 0 else None]
+        dist.broadcast_object_list(names, src=0)
+        path = os.path.join(names[0], "step2")
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+        train(model, optimizer, range(2, 4), rank, world_size)
+        out[f"{fmt}_uninterrupted"] = full_params(model)
+        out[f"{fmt}_uninterrupted_state"] = _whole_state(optimizer, model.h1.weight)
+
+        torch.manual_seed(123)
+        resumed = shard_model(TinyNet().double(), world_size)
+        resumed_opt = make_optimizer(resumed, state_dtype=fmt)
+        model_sd, optim_sd = get_state_dict(resumed, resumed_opt)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(resumed, resumed_opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        train(resumed, resumed_opt, range(2, 4), rank, world_size)
+        out[f"{fmt}_resumed"] = full_params(resumed)
+        out[f"{fmt}_resumed_state"] = _whole_state(resumed_opt, resumed.h1.weight)
+
+        torch.manual_seed(123)
+        alone = TinyNet().double()
+        alone_opt = make_optimizer(alone, state_dtype=fmt, distributed="none")
+        model_sd, optim_sd = get_state_dict(alone, alone_opt)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(alone, alone_opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        train(alone, alone_opt, range(2, 4))
+        out[f"{fmt}_unsharded_resume"] = full_params(alone)
+        dist.barrier()
+        if rank == 0:
+            import shutil
+
+            shutil.rmtree(names[0], ignore_errors=True)
+    return out
+
+
 SCENARIOS = {
     "comm": comm_scenario,
     "ddp": ddp_scenario,
@@ -412,4 +481,5 @@ SCENARIOS = {
     "comm_volume": comm_volume_scenario,
     "trainer": trainer_scenario,
     "family": family_scenario,
+    "state_dtype": state_dtype_scenario,
 }

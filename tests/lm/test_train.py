@@ -43,6 +43,45 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, opti
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("state_dtype", ["int8", "bfloat16"])
+def test_low_precision_run_resumes_exactly_and_reports_its_steps(tmp_path, state_dtype):
+    """bf16 parameters with stochastic rounding and bf16/int8 optimizer state: a run stopped at step 3 and resumed
+    equals the uninterrupted one bit for bit; results.json has the optimizer's telemetry and telemetry.png."""
+    corpus = write_corpus(tmp_path / "corpus")
+    kw = dict(optimizer="muon", state_dtype=state_dtype, param_dtype="bfloat16", param_rounding="stochastic",
+              record_logits=False)
+    full = train(cfg_for(tmp_path, corpus, out=str(tmp_path / "full"), **kw))
+
+    def ctrl_c_at_3(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    train(cfg_for(tmp_path, corpus, **kw), on_step=ctrl_c_at_3)
+    resumed = train(cfg_for(tmp_path, corpus, resume=True, **kw))
+    assert resumed["train_losses"] == full["train_losses"] and resumed["val_losses"] == full["val_losses"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.bfloat16 and torch.equal(a[k], v) for k, v in b.items() if v.is_floating_point())
+    telemetry = json.loads((tmp_path / "run" / "results.json").read_text())["telemetry"]
+    assert telemetry["steps"] == list(range(1, 7)) and telemetry["skipped_steps"] == [0] * 6
+    assert telemetry == full["telemetry"]
+    matrix = next(k for k in telemetry["update_rms"] if k.endswith(":matrix"))
+    assert all(v > 0 for v in telemetry["update_rms"][matrix])
+    assert all(v >= 0 for v in telemetry["orthogonality_error"][matrix])
+    assert "telemetry.png" in resumed["files"] and (tmp_path / "run" / "telemetry.png").exists()
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(state_dtype="fp7"), "--state-dtype must be one of"),
+    (dict(optimizer="adamw", state_dtype="int8"), "apply to the spectral optimizers"),
+    (dict(param_rounding="stochastic"), "needs --param-dtype bf16"),
+    (dict(param_dtype="float16"), "--param-dtype must be one of"),
+])
+def test_bad_precision_settings_are_refused(tmp_path, kw, message):
+    with pytest.raises(TrainError, match=message):
+        cfg_for(tmp_path, tmp_path, **{"optimizer": "muon", **kw}).validate()
+
+
 def test_results_file_and_training_reduces_the_loss(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     res = train(cfg_for(tmp_path, corpus, steps=20, eval_every=10, optimizer="adamw", qk_clip=50.0))
@@ -134,7 +173,7 @@ def test_an_unwritable_out_fails_before_training_in_one_line(tmp_path, capsys):
 def test_resume_may_lengthen_a_finished_run_and_says_how_the_lr_continues(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus")
     first = train(cfg_for(tmp_path, corpus, steps=4, optimizer="muon"))
-    assert first["files"] == ["results.json", "loss.png", "max_logit.png", "checkpoint.pt"]
+    assert first["files"] == ["results.json", "loss.png", "max_logit.png", "telemetry.png", "checkpoint.pt"]
     assert all((tmp_path / "run" / f).exists() for f in first["files"])
     capsys.readouterr()
     longer = train(cfg_for(tmp_path, corpus, steps=8, optimizer="muon", resume=True))

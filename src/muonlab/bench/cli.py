@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "dist": "muonlab.bench.dist",
     "family": "muonlab.bench.family",
+    "memory": "muonlab.bench.memory",
     "polar": "muonlab.bench.polar",
     "step": "muonlab.bench.step",
 }

@@ -79,7 +79,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-torch-bf16", action="store_true", help="leave out torch.optim.Muon as shipped")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row keys to run (default: all): muonlab_default, muonlab_polar_express, "
-                             "muonlab_keller, torch_muon_fp32, torch_muon_bf16, adamw_foreach, adamw_fused")
+                             "muonlab_keller, muonlab_no_telemetry, muonlab_bf16_state, muonlab_int8_state, "
+                             "muonlab_normuon, torch_muon_fp32, torch_muon_bf16, adamw_foreach, adamw_fused")
     parser.add_argument("--compile", action="store_true",
                         help="muonlab rows with compile=True (torch.compile of the matrix transform); torch's "
                              "rows stay eager (its foreach AdamW does not compile on CPU in torch 2.13)")
@@ -190,6 +191,17 @@ def make_rows(skip_bf16: bool) -> list[Row]:
         Row("muonlab_keller", "muonlab.Muon (Keller quintic ×5)",
             lambda m, **kw: muonlab_muon(m, ns_coefficients=KELLER, ns_steps=5, **kw),
             lambda shapes, wd: muon_flops(shapes, "newton_schulz", 5, wd), muonlab_ortho(ns_coefficients=KELLER, ns_steps=5)),
+        # the default row without last_step_stats' sums and sample: the telemetry's cost is the ratio of the two
+        Row("muonlab_no_telemetry", "muonlab.Muon (default, telemetry off)",
+            lambda m, **kw: muonlab_muon(m, telemetry=False, **kw),
+            lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd)),
+        # the default with its state (momenta, the AdamW part's moments) stored in bf16 / int8
+        Row("muonlab_bf16_state", "muonlab.Muon (default, bf16 state)",
+            lambda m, **kw: muonlab_muon(m, state_dtype="bfloat16", **kw),
+            lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd)),
+        Row("muonlab_int8_state", "muonlab.Muon (default, int8 state)",
+            lambda m, **kw: muonlab_muon(m, state_dtype="int8", **kw),
+            lambda shapes, wd: muon_flops(shapes, DEFAULT_METHOD, None, wd)),
         # NorMuon = the default row + the per-row second moment: its extra step cost over muonlab_default
         Row("muonlab_normuon", "muonlab.NorMuon (default polar, β₂=0.95)",
             lambda m, **kw: muonlab_muon(m, normuon=True, **kw),
@@ -464,6 +476,13 @@ def report(result: dict) -> str:
         parts = [f"{k}: {d[f'time_vs_{k}']:.3f}×" for k in ("torch_muon_fp32", "torch_muon_bf16")
                  if f"time_vs_{k}" in d]
         lines.append("muonlab.Muon default step time vs " + ", ".join(parts) + f"; σ ranges at κ = {result['ortho_kappa']:g}.")
+    if d and "muonlab_no_telemetry" in by_key:
+        lines.append(f"telemetry (last_step_stats) cost: muonlab.Muon default / telemetry off = "
+                     f"{d['median_s'] / by_key['muonlab_no_telemetry']['median_s']:.3f}×.")
+    for key, name in (("muonlab_bf16_state", "bf16"), ("muonlab_int8_state", "int8")):
+        if d and key in by_key:
+            lines.append(f"{name} state vs fp32 state: {by_key[key]['median_s'] / d['median_s']:.3f}× the step time, "
+                         f"{by_key[key]['state_bytes'] / d['state_bytes']:.3f}× the state bytes.")
     if d and "muonlab_normuon" in by_key:
         lines.append(f"muonlab.NorMuon step time vs muonlab.Muon default: {by_key['muonlab_normuon']['median_s'] / d['median_s']:.3f}×.")
     return "\n".join(lines)

@@ -27,12 +27,14 @@ from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.optim import groups as gr
 from muonlab.optim import pipeline as pl
+from muonlab.optim import state_codec as sc
 from muonlab.optim.chunks import ChunkPlans, batch_sizes, scratch_budget, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
 from muonlab.optim.routing import looks_unrouted
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
-from muonlab.optim.state import StepContext, local, state_dtype
+from muonlab.optim.state import ADAMW_PIECE_BYTES, StepContext, adamw_pieces, local, rounds_params, state_dtype
+from muonlab.optim.telemetry import Telemetry
 
 
 class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
@@ -49,8 +51,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ``split_sizes`` (per-head / fused-projection blocks), ``on_nonfinite`` (``"skip"`` or
     ``"raise"``), ``distributed`` (``"auto"``, ``"none"``, a ProcessGroup or a DeviceMesh),
     ``max_scratch_bytes`` (the step's working-memory budget, see :meth:`scratch_budget`), ``compile``
-    (torch.compile the matrix transform) and ``cautious_wd`` (per group: decay only the entries whose
-    parameter and update share a sign, see :meth:`apply_updates`).
+    (torch.compile the matrix transform), ``cautious_wd`` (per group: decay only the entries whose
+    parameter and update share a sign, see :meth:`apply_updates`), ``state_dtype`` (per group: ``"float32"``,
+    ``"bfloat16"`` or ``"int8"``, how the moments are stored, see :mod:`muonlab.optim.state_codec`),
+    ``param_rounding`` (per group: ``"nearest"`` or ``"stochastic"`` rounding of bf16 parameters' updates),
+    ``rounding_seed`` (the seed of every stochastic rounding) and ``telemetry`` (record :meth:`last_step_stats`'s
+    update RMS and orthogonality sample; True).
     """
 
     def __init__(
@@ -70,8 +76,16 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         max_scratch_bytes: int | None = None,
         compile: bool = False,
         cautious_wd: bool = False,
+        state_dtype="float32",
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
+        telemetry: bool = True,
     ) -> None:
         self._distribution = OptimizerDistribution(distributed)
+        self._store = sc.StateStore(rounding_seed)
+        if not isinstance(telemetry, bool):
+            raise ValueError(f"telemetry must be a bool, got {telemetry!r}")
+        self._telemetry = Telemetry(telemetry)
         check_policy(on_nonfinite)
         self.on_nonfinite = on_nonfinite
         if max_scratch_bytes is not None and (
@@ -101,13 +115,15 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             # per group, set by routing (a weight stored as (in, out)); not an optimizer-wide option
             transposed=False,
             cautious_wd=cautious_wd,
+            state_dtype=sc.check_state_dtype(state_dtype, ""),
+            param_rounding=sc.check_param_rounding(param_rounding, ""),
         )
         gr.check_adamw_part(defaults, "")
         self.spectral_settings(defaults, "")  # the constructor's arguments, checked once before any group
         # The keys each rule's settings are read from (every default but the live ones and the AdamW part's).
         self._setting_keys = {
             "spectral": tuple(k for k in defaults if k not in LIVE_KEYS and not k.startswith("adamw_")),
-            "adamw": ("betas", "eps"),
+            "adamw": ("betas", "eps", "state_dtype", "param_rounding"),
         }
         if isinstance(params, torch.Tensor):
             # torch.optim.Optimizer's type and wording, so that a drop-in behaves the same
@@ -145,8 +161,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             settings = self._read_settings(routed, where)
             if routed["rule"] == "spectral":
                 self.check_matrix_params(routed, settings, where)
+            if settings.state_dtype == "int8":
+                for i, p in enumerate(routed["params"]):
+                    sc.check_row_sharding(p, f"{where}{gr.label(routed, i)}: ")
+            routed["state_dtype"] = settings.state_dtype  # the canonical name ("bf16", torch.bfloat16 → "bfloat16")
             super().add_param_group(routed)
             self._settings[id(self.param_groups[-1])] = (self._setting_values(self.param_groups[-1]), settings)
+        self._store.reindex(self.param_groups)
 
     def _setting_values(self, group: Mapping) -> tuple:
         return tuple(group.get(k) for k in self._setting_keys[group["rule"]])
@@ -188,7 +209,12 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         known = set(self.defaults) | gr.GROUP_KEYS
         state_dict = dict(state_dict, param_groups=[gr.rename_old_keys(dict(g), known) for g in state_dict["param_groups"]])
         gr.check_same_groups(type(self).__name__, state_dict["param_groups"], self.param_groups)
+        # how state is stored is this optimizer's choice, not the checkpoint's: keep it, convert the state below
+        storage = [(g["state_dtype"], g["param_rounding"]) for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, (fmt, rounding) in zip(self.param_groups, storage):
+            group["state_dtype"], group["param_rounding"] = fmt, rounding
+        self._store.reindex(self.param_groups)
         self._settings.clear()
         for index, group in enumerate(self.param_groups):
             self.group_settings(group, index)
@@ -199,6 +225,18 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 current = self.state[p].get(key)
                 if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
                     self.state[p][key] = value.to(device=p.device, copy=True)
+        self._convert_state()
+
+    def _convert_state(self) -> None:
+        """Re-store every moment in its group's state dtype (after loading a checkpoint saved with another one)."""
+        for index, group in enumerate(self.param_groups):
+            fmt = self.group_settings(group, index).state_dtype
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                for key in sc.SLOTS:
+                    if key in state:
+                        self._store.buffers(state, key, p, local(p), fmt, state_dtype(p))
+                self._store.flush()
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -229,8 +267,17 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             [g["params"] for g in self.param_groups], [(g["rule"], params) for g, params in work], finite
         )
         if not finite:
+            self._telemetry.skipped += 1
             handle_nonfinite(type(self).__name__, self.param_groups, self.on_nonfinite)
             return loss
+        self._telemetry.begin_step()
+        try:
+            self._step_groups(work)
+        finally:
+            self._telemetry.active = False
+        return loss
+
+    def _step_groups(self, work: list[tuple[dict, list[torch.Tensor]]]) -> None:
         for index, (group, params) in enumerate(work):
             if not params:
                 continue
@@ -248,25 +295,51 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 group["weight_decay"],
                 self.state,
                 {id(lp): p for lp, p in zip(local_params, params) if lp is not p},
+                self._store,
             )
-            if group["rule"] == "adamw":
-                self._adamw_step(ctx, local_params, grads)
-            else:
-                self._spectral_step(ctx, group["params"], params, local_params, grads)
-        return loss
+            if ctx.settings.state_dtype == "bfloat16" or rounds_params(ctx.settings, params):
+                for p in params:  # the step count in this step's stochastic-rounding keys
+                    self._store.count(self.state[p])
+            try:
+                if group["rule"] == "adamw":
+                    self._adamw_step(ctx, params, local_params, grads)
+                else:
+                    self._spectral_step(ctx, group["params"], params, local_params, grads)
+            finally:
+                self._store.pending.clear()
 
     # Eager under torch.compile(opt.step): the bias corrections read Python-int step counts (exact resume), which a
     # traced step would bake in as constants and recompile for at every step.
     @torch.compiler.disable
-    def _adamw_step(self, ctx: StepContext, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        exp_avgs = ctx.buffers(params, "exp_avg")
-        exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
+    def _adamw_step(self, ctx: StepContext, owners: list[torch.Tensor], params: list[torch.Tensor],
+                    grads: list[torch.Tensor]) -> None:
+        """AdamW on the group. With bf16/int8 state (or stochastically rounded bf16 parameters) piece by piece: small
+        tensors together, large ones by slices of rows (AdamW is elementwise), so that the fp32 moments (and
+        parameters) decoded at once stay within :data:`ADAMW_PIECE_BYTES` (4 MiB) each."""
+        settings = ctx.settings
+        rounded = rounds_params(settings, owners)
+        beta1, beta2 = settings.betas
+        hyper = dict(lr=ctx.lr, beta1=beta1, beta2=beta2, eps=settings.eps, weight_decay=ctx.weight_decay)
+        if settings.state_dtype == "float32" and not rounded:
+            exp_avgs = ctx.buffers(params, "exp_avg")
+            exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
+            pl.adamw_update(params, grads, exp_avgs, exp_avg_sqs, ctx.count_steps(params), **hyper)
+            return
         steps = ctx.count_steps(params)
-        beta1, beta2 = ctx.settings.betas
-        pl.adamw_update(
-            params, grads, exp_avgs, exp_avg_sqs, steps,
-            lr=ctx.lr, beta1=beta1, beta2=beta2, eps=ctx.settings.eps, weight_decay=ctx.weight_decay,
-        )
+        for piece in adamw_pieces(params, ADAMW_PIECE_BYTES):
+            views = [params[i] if rows is None else params[i][rows[0]:rows[1]] for i, rows in piece]
+            moments = [
+                [self._store.buffers(self.state[owners[i]], key, owners[i], params[i], settings.state_dtype,
+                                     state_dtype(owners[i]), rows) for i, rows in piece]
+                for key in ("exp_avg", "exp_avg_sq")
+            ]
+            targets = [v.float() for v in views] if rounded else views
+            pl.adamw_update(targets, [grads[i] if rows is None else grads[i][rows[0]:rows[1]] for i, rows in piece],
+                            *moments, [steps[i] for i, _ in piece], **hyper)
+            self._store.flush()
+            if rounded:
+                starts = [0 if rows is None else rows[0] * (params[i].numel() // params[i].shape[0]) for i, rows in piece]
+                self._round_params(ctx, views, targets, [owners[i] for i, _ in piece], starts)
 
     def _spectral_step(
         self,
@@ -294,12 +367,14 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             chunk_params = [local_params[i] for i in chunk]
             chunk_grads = [grads[i] for i in chunk]
             inputs = self.spectral_inputs(ctx, chunk_params, chunk_grads)
+            self._store.flush()  # the moments are final: encode them before the transform's memory peak
             updates = self._distribution.map_matrices(
                 whole_matrices, inputs, [params[i] for i in chunk], [cost[i] for i in chunk], comm_dtype=wire,
                 blocks=[matrix_blocks(params[i], settings.blocks) for i in chunk],
             )
             del inputs
             self.apply_updates(ctx, chunk_params, chunk_grads, updates)
+            self._store.flush()  # state an apply_updates read and updated (PolarGrad's polar-first momentum)
             del updates
 
     def scratch_budget(self, group: Mapping, params: list[torch.Tensor]) -> int:
@@ -339,7 +414,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         |W|: W ← W − ηλ·W∘1[W∘U ≥ 0] − η·U. Decayed entries get exactly (1 − ηλ)W, as without the mask."""
         lr = ctx.lr
         keep = 1 - lr * ctx.weight_decay
-        if torch.compiler.is_compiling():
+        rounded = rounds_params(ctx.settings, params)
+        if torch.compiler.is_compiling() and not rounded:
             # Traced (torch.compile(opt.step)): per-tensor ops, whose float operands dynamo keeps symbolic after the
             # first change; a foreach op's Scalar argument would be baked in and recompiled for at every scheduler
             # step. The compiler fuses the loop.
@@ -348,13 +424,64 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                     p.copy_(torch.where(p * u >= 0, p * keep, p) if ctx.settings.cautious_wd else p * keep)
                 p.sub_(u * lr)
             return
+        targets = [p.float() for p in params] if rounded else params
         if ctx.weight_decay:
             if ctx.settings.cautious_wd:
-                for p, u in zip(params, updates):
+                for p, u in zip(targets, updates):
                     p.copy_(torch.where(p * u >= 0, p * keep, p))
             else:
-                torch._foreach_mul_(params, keep)
-        torch._foreach_add_(params, updates, alpha=-lr)
+                torch._foreach_mul_(targets, keep)
+        torch._foreach_add_(targets, updates, alpha=-lr)
+        if rounded:
+            self._round_params(ctx, params, targets)
+
+    def _round_params(self, ctx: StepContext, params: list[torch.Tensor], works: list[torch.Tensor],
+                      owners: list[torch.Tensor] | None = None, starts: list[int] | None = None) -> None:
+        """Write the fp32 ``works`` into the local ``params``: bf16 ones with stochastic rounding (``param_rounding``
+        "stochastic", keyed like the state's rounding), the others as they are. ``owners``/``starts`` when
+        ``params`` are slices of local parameters: their parameters and the first element's index in them."""
+        owners = owners or [ctx.owner(p) for p in params]
+        starts = starts or [0] * len(params)
+        bf16 = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
+        self._store.round_params([params[i] for i in bf16], [works[i] for i in bf16],
+                                 [self.state[owners[i]] for i in bf16], [owners[i] for i in bf16],
+                                 [starts[i] for i in bf16])
+        for i, p in enumerate(params):
+            if p.dtype != torch.bfloat16:
+                p.copy_(works[i])
+
+    def last_step_stats(self) -> dict:
+        """What the last step did, per group — cheap enough to read every step:
+
+        - ``update_rms``: RMS of the update direction per unit lr, √(Σ‖s·D‖²_F / Σ numel) over the group's
+          matrices, D the transform's output and s its shape scale (decay excluded; NorMuon's row normalization
+          keeps each block's norm, PolarGrad's ``polar_first`` scales D by ν afterwards); one reduction per
+          transformed batch, on the rank that transformed it; None for AdamW groups;
+        - ``orthogonality_error``: for one sampled block X of the group's transform output (the first block of the
+          first batch the step transforms, so a curve follows one matrix; its first ≤ 128 rows, or columns when X
+          is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
+          block's singular values are all equal (an exact polar factor, any scale); the RMS relative spread of σ²
+          otherwise. Measured on the rank that transformed the block (None where this rank transformed none);
+        - ``state_bytes``: bytes of the group's optimizer state on this rank; ``state_dtype``;
+        - at the top: ``step`` (steps taken) and ``skipped_steps`` (steps skipped on non-finite gradients), both
+          counted by this optimizer object since its construction, and ``state_bytes`` (all groups).
+
+        ``telemetry=False`` at construction leaves out the update RMS and the sample (None)."""
+        groups = []
+        for index, group in enumerate(self.param_groups):
+            settings = self.group_settings(group, index)
+            rms, ortho = self._telemetry.of(id(settings))
+            groups.append({
+                "index": index,
+                "kind": group["kind"],
+                "rule": group["rule"],
+                "state_dtype": settings.state_dtype,
+                "update_rms": rms,
+                "orthogonality_error": ortho,
+                "state_bytes": sum(sc.state_nbytes(self.state[p]) for p in group["params"] if p in self.state),
+            })
+        return {"step": self._telemetry.steps, "skipped_steps": self._telemetry.skipped,
+                "state_bytes": sum(g["state_bytes"] for g in groups), "groups": groups}
 
     def compute_updates(
         self,
@@ -400,9 +527,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 # themselves (a view of one input is its only block here when the input is whole).
                 overwrite = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
                 out = transform(batch, settings, overwrite=overwrite)
+                if self._telemetry.sample_due:
+                    self._telemetry.sample(id(settings), out)
                 if scale != 1.0:
                     # In place unless the transform handed back its input (Ψ₁ is the identity).
                     out = out * scale if out is batch else out.mul_(scale)
+                if self._telemetry.active:  # inside a step: the batch's Σ‖s·D‖² (one reduction per batch)
+                    self._telemetry.add_batch(id(settings), out)
                 del batch  # a concatenated copy is scratch: free it before the next batch's
                 pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
                 for (i, j), piece in zip(idx, pieces):

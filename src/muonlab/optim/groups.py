@@ -25,8 +25,8 @@ RENAMED_KEYS = {"update": "rule", "steps": "ns_steps"}
 
 # Keller Jordan's auxiliary Adam for the non-matrix parameters (github.com/KellerJordan/Muon).
 ADAMW_DEFAULTS = {"adamw_lr": 3e-4, "adamw_betas": (0.9, 0.95), "adamw_eps": 1e-10, "adamw_weight_decay": 0.0}
-# Keys every group carries whatever its rule: the AdamW part's and the block layout.
-SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes", "transposed")
+# Keys every group carries whatever its rule: the AdamW part's, the block layout and the state's storage.
+SHARED_KEYS = ("tensor_layout", "num_heads", "split_sizes", "transposed", "state_dtype", "param_rounding")
 
 
 def label(group: Mapping, index: int) -> str:

@@ -25,6 +25,7 @@ import torch
 from muonlab.linalg import POLAR_METHODS, polar
 from muonlab.linalg.methods import POLAR_METHOD_REGISTRY
 from muonlab.optim import pipeline as pl
+from muonlab.optim.state_codec import check_param_rounding, check_state_dtype
 
 # Read from the group at every step (schedulers write them); every other key is part of the settings object.
 LIVE_KEYS = ("lr", "weight_decay")
@@ -178,7 +179,8 @@ def polar_factor(x: torch.Tensor, settings: PolarSettings, *, eps: float = 0.0, 
 @dataclass(frozen=True, kw_only=True)
 class SpectralSettings:
     """What every spectral group has: its blocks, its shape scale rule s(A, B) (``adjust_lr_fn``, see
-    :func:`muonlab.optim.pipeline.shape_scale`) and ``cautious_wd``. Each optimizer extends it with its own
+    :func:`muonlab.optim.pipeline.shape_scale`), ``cautious_wd``, how its state is stored (``state_dtype``, see
+    :mod:`muonlab.optim.state_codec`) and how bf16 parameters are rounded (``param_rounding``). Each optimizer extends it with its own
     fields (:class:`muonlab.optim.muon.MuonSettings`, …); ``polar`` is the polar iteration of the transform when
     it has one (None otherwise), which the step also uses to weigh a matrix's work and to pick the wire dtype."""
 
@@ -186,20 +188,31 @@ class SpectralSettings:
     adjust_lr_fn: str | None = None
     cautious_wd: bool = False
     polar: PolarSettings | None = None
+    state_dtype: str = "float32"
+    param_rounding: str = "nearest"
 
 
 @dataclass(frozen=True)
 class AdamWSettings:
-    """The built-in AdamW part's settings besides ``lr``/``weight_decay``: ``betas`` and ``eps``."""
+    """The built-in AdamW part's settings besides ``lr``/``weight_decay``: ``betas``, ``eps``, and as for every
+    group ``state_dtype`` and ``param_rounding``."""
 
     betas: tuple[float, float]
     eps: float
+    state_dtype: str = "float32"
+    param_rounding: str = "nearest"
 
     @classmethod
     def from_group(cls, group: Mapping, where: str = "") -> AdamWSettings:
         check_betas(group["betas"], f"{where}betas")
         check_nonnegative(group["eps"], f"{where}eps")
-        return cls(tuple(group["betas"]), group["eps"])
+        return cls(tuple(group["betas"]), group["eps"], **storage(group, where))
+
+
+def storage(group: Mapping, where: str = "") -> dict[str, str]:
+    """A group's ``state_dtype`` (canonical name) and ``param_rounding``, checked."""
+    return dict(state_dtype=check_state_dtype(group.get("state_dtype", "float32"), where),
+                param_rounding=check_param_rounding(group.get("param_rounding", "nearest"), where))
 
 
 def spectral_common(group: Mapping, where: str = "") -> dict[str, Any]:
@@ -212,4 +225,5 @@ def spectral_common(group: Mapping, where: str = "") -> dict[str, Any]:
     check_cautious_wd(cautious, where)
     rule = group.get("adjust_lr_fn")
     pl.check_adjust_lr_fn(rule, where)
-    return dict(blocks=Blocks.from_group(group, where), adjust_lr_fn=rule, cautious_wd=cautious)
+    return dict(blocks=Blocks.from_group(group, where), adjust_lr_fn=rule, cautious_wd=cautious,
+                **storage(group, where))

@@ -37,6 +37,8 @@ class StepContext:
     weight_decay: float
     state: Any
     owners: dict[int, torch.Tensor] = field(default_factory=dict)
+    # the optimizer's muonlab.optim.state_codec.StateStore: bf16/int8 state decoded and encoded back (None: fp32)
+    store: Any = None
 
     def owner(self, p: torch.Tensor) -> torch.Tensor:
         """The parameter ``p`` is the local shard of (``p`` itself when it is a parameter)."""
@@ -47,11 +49,17 @@ class StepContext:
         return self.state[self.owners.get(id(p), p)]
 
     def buffers(self, params: list[torch.Tensor], key: str = "momentum_buffer") -> list[torch.Tensor]:
-        """Each parameter's state tensor ``key`` (zeros on first use), as a local tensor like ``params``."""
+        """Each parameter's state tensor ``key`` (zeros on first use), as a local tensor like ``params``, to update
+        in place: the stored tensor itself for fp32 state; for the group's bf16/int8 ``state_dtype`` an fp32 copy,
+        which the step encodes back once the stage that updates it is done (``store.flush()``)."""
         out = []
+        fmt = getattr(self.settings, "state_dtype", "float32")
         for p in params:
             owner = self.owners.get(id(p), p)
             state = self.state[owner]
+            if self.store is not None:
+                out.append(self.store.buffers(state, key, owner, p, fmt, state_dtype(owner)))
+                continue
             if key not in state:
                 state[key] = torch.zeros_like(owner, dtype=state_dtype(owner), memory_format=torch.preserve_format)
             out.append(local(state[key]))
@@ -78,3 +86,34 @@ class StepContext:
         return lambda t: DTensor.from_local(
             t, owner.device_mesh, owner.placements, run_check=False, shape=owner.shape, stride=owner.stride()
         )
+
+
+def rounds_params(settings, params: list[torch.Tensor]) -> bool:
+    """Whether a step writes these parameters with stochastic rounding (bf16 ones, ``param_rounding`` "stochastic")."""
+    return settings.param_rounding == "stochastic" and any(p.dtype == torch.bfloat16 for p in params)
+
+
+# fp32 bytes of one moment the AdamW part decodes at once from bf16/int8 state (see SpectralOptimizer._adamw_step)
+ADAMW_PIECE_BYTES = 4 * 2**20
+
+
+def adamw_pieces(params: list[torch.Tensor], limit: int) -> list[list[tuple[int, tuple[int, int] | None]]]:
+    """The AdamW part's pieces of work when its state is decoded: lists of (parameter index, rows) with at most
+    ``limit`` bytes of fp32 elements each; rows None for a whole tensor, (first, end) for a slice of the rows of a
+    tensor larger than the limit. In the parameters' order, deterministic in their shapes."""
+    pieces: list[list[tuple[int, tuple[int, int] | None]]] = []
+    size = limit + 1  # start a new piece with the first tensor
+    for i, p in enumerate(params):
+        nbytes = p.numel() * 4
+        if nbytes > limit and p.dim() >= 1 and p.shape[0] > 1:
+            per_row = max(1, p.numel() // p.shape[0] * 4)
+            step = max(1, limit // per_row)
+            pieces += [[(i, (r, min(p.shape[0], r + step)))] for r in range(0, p.shape[0], step)]
+            size = limit + 1
+        elif size + nbytes <= limit:
+            pieces[-1].append((i, None))
+            size += nbytes
+        else:
+            pieces.append([(i, None)])
+            size = nbytes
+    return pieces

@@ -64,6 +64,9 @@ def load_checkpoint(path: Path, cfg) -> dict:
         raise TrainError(f"cannot read checkpoint {path}: {err}") from err
     saved = payload.get("config", {})
     current = cfg.trajectory_dict()
+    # a field added after the checkpoint was written: it ran with the field's default
+    defaults = type(cfg)().trajectory_dict()
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     # --steps may change (lengthen a finished run): the schedule is then recomputed, see Checkpointer.resume.
     # Evaluation settings do not touch the trajectory either (evaluation is gradient-free on fixed batches).
     free = {"steps", "eval_every"}

@@ -29,6 +29,9 @@ ADAMW_AUX_LR = 3e-3
 # Config fields that do not change the trajectory: a resume may change them freely. ``steps`` is handled on its own
 # (load_checkpoint): a resume may lengthen or shorten the run down to the checkpoint's step.
 NON_TRAJECTORY_FIELDS = {"out", "progress", "ckpt_every", "device", "resume", "threads", "compile"}
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+PARAM_DTYPES = ("float32", "bfloat16")
+PARAM_ROUNDINGS = ("nearest", "stochastic")
 
 
 def option(default, help: str, *, group: str, flag: str | None = None, negate: bool = False,
@@ -83,6 +86,17 @@ class TrainConfig:
         False, "cautious weight decay (arXiv 2510.12402) for the spectral optimizers: decay only the entries where the "
                "weight and its update share a sign; needs --weight-decay > 0 to matter (default: off)",
         group="optimization")
+    state_dtype: str = option(
+        "float32", "spectral optimizers: store the optimizer state (momenta, the AdamW part's moments) in float32, "
+                   "bfloat16 (stochastic rounding) or int8 (blockwise 8-bit); updated in fp32 (default: %(default)s)",
+        group="optimization", choices=STATE_DTYPES, aliases={"bf16": "bfloat16"})
+    param_dtype: str = option(
+        "float32", "parameter storage: float32, or bfloat16 without an fp32 copy (the forward then runs in bf16) "
+                   "(default: %(default)s)", group="optimization", choices=PARAM_DTYPES, aliases={"bf16": "bfloat16"})
+    param_rounding: str = option(
+        "nearest", "with --param-dtype bf16 and a spectral optimizer: round each parameter update to bf16 to nearest "
+                   "or stochastically (unbiased: small updates survive on average) (default: %(default)s)",
+        group="optimization", choices=PARAM_ROUNDINGS)
     warmup_steps: int | None = option(None, "linear warm-up steps (default: 5%% of --steps)", group="optimization")
     min_lr_ratio: float = 0.1          # the cosine's floor, as a share of the peak lr
     grad_clip: float = option(1.0, "clip the global gradient norm to this; 0 disables (default: %(default)s)",
@@ -139,6 +153,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "ckpt_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.state_dtype not in STATE_DTYPES:
+            raise TrainError(f"--state-dtype must be one of {', '.join(STATE_DTYPES)}, got {self.state_dtype!r}")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise TrainError(f"--param-dtype must be one of {', '.join(PARAM_DTYPES)}, got {self.param_dtype!r}")
+        if self.param_rounding not in PARAM_ROUNDINGS:
+            raise TrainError(f"--param-rounding must be nearest or stochastic, got {self.param_rounding!r}")
+        if self.optimizer in ("adamw", "sgd") and (self.state_dtype != "float32" or self.param_rounding != "nearest"):
+            raise TrainError(f"--state-dtype and --param-rounding apply to the spectral optimizers, not --optimizer "
+                             f"{self.optimizer}")
+        if self.param_rounding == "stochastic" and self.param_dtype != "bfloat16":
+            raise TrainError("--param-rounding stochastic rounds bf16 parameters: it needs --param-dtype bf16")
         if self.cautious_wd and self.optimizer in ("adamw", "sgd"):
             raise TrainError(f"--cautious-wd applies to the spectral optimizers, not --optimizer {self.optimizer}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):

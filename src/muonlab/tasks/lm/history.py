@@ -4,7 +4,7 @@
 the max attention logit after every step (overall and per head) and the summed step time. A checkpoint stores it as
 the plain dict of :meth:`History.to_dict` (the format checkpoints have always had), so a resumed run continues the
 same curves. :func:`summarize` turns it into the results dict of ``results.json``, :func:`plot_results` into
-``loss.png`` and ``max_logit.png``.
+``loss.png``, ``max_logit.png`` and ``telemetry.png`` (what the optimizer's steps did).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class History:
     max_attn_logit_after_step: list[float] = field(default_factory=list)
     max_attn_logit_per_head: list[list[float]] = field(default_factory=list)
     train_time_s: float = 0.0
+    # what each optimizer step did (muonlab optimizers' last_step_stats): see record_telemetry
+    telemetry: dict = field(default_factory=dict)
 
     def record_step(self, step: int, loss: float, seconds: float, logits: torch.Tensor | None) -> None:
         """One optimizer step: ``step`` updates done, its batch loss, its time, the (n_layer, n_head) max
@@ -42,6 +44,22 @@ class History:
         if logits is not None:
             self.max_attn_logit_after_step.append(float(logits.max()))
             self.max_attn_logit_per_head.append([round(v, 4) for v in logits.flatten().tolist()])
+
+    def record_telemetry(self, step: int, stats: dict | None) -> None:
+        """``opt.last_step_stats()`` after ``step`` updates, as curves: ``steps``; per group (``"<index>:<kind>"``)
+        ``update_rms`` and ``orthogonality_error`` (None where the group has none); ``skipped_steps`` (running count);
+        ``state_bytes`` (latest). Nothing is recorded for optimizers without the method (torch's)."""
+        if stats is None:
+            return
+        t = self.telemetry
+        t.setdefault("steps", []).append(step)
+        t.setdefault("skipped_steps", []).append(stats["skipped_steps"])
+        t["state_bytes"] = stats["state_bytes"]
+        for group in stats["groups"]:
+            name = f"{group['index']}:{group['kind']}"
+            for key in ("update_rms", "orthogonality_error"):
+                value = group.get(key)
+                t.setdefault(key, {}).setdefault(name, []).append(None if value is None else round(value, 6))
 
     def record_val(self, step: int, loss: float) -> None:
         """The validation loss of the model after ``step`` updates."""
@@ -54,8 +72,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        """Read back :meth:`to_dict` (a checkpoint's ``history``)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        """Read back :meth:`to_dict` (a checkpoint's ``history``; one written before a curve existed lacks it)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def summarize(cfg, history: History, tokens_per_step: int, model: GPT) -> dict:
@@ -81,7 +99,8 @@ def summarize(cfg, history: History, tokens_per_step: int, model: GPT) -> dict:
 
 
 def plot_results(results: dict, out: Path) -> list[str]:
-    """Write loss.png (and max_logit.png when logits were recorded) into ``out``; return the file names."""
+    """Write loss.png (max_logit.png when logits were recorded, telemetry.png when the optimizer reported its steps)
+    into ``out``; return the file names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +119,7 @@ def plot_results(results: dict, out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=120)
     plt.close(fig)
+    files = ["loss.png"]
     if results["max_attn_logit_after_step"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         steps = results["train_steps"][:len(results["max_attn_logit_after_step"])]
@@ -113,5 +133,35 @@ def plot_results(results: dict, out: Path) -> list[str]:
         fig.tight_layout()
         fig.savefig(out / "max_logit.png", dpi=120)
         plt.close(fig)
-        return ["loss.png", "max_logit.png"]
-    return ["loss.png"]
+        files.append("max_logit.png")
+    if results.get("telemetry", {}).get("steps"):
+        files.append(plot_telemetry(results, out, plt))
+    return files
+
+
+def plot_telemetry(results: dict, out: Path, plt) -> str:
+    """telemetry.png: each group's update RMS and each spectral group's orthogonality error, per step."""
+    t = results["telemetry"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    for name, values in t.get("update_rms", {}).items():
+        points = [(s, v) for s, v in zip(t["steps"], values) if v is not None]
+        if points:
+            top.plot(*zip(*points), lw=0.8, label=name)
+    top.set_yscale("log")
+    top.set_ylabel("update RMS")
+    top.legend(fontsize=7)
+    for name, values in t.get("orthogonality_error", {}).items():
+        points = [(s, v) for s, v in zip(t["steps"], values) if v is not None]
+        if points:
+            bottom.plot(*zip(*points), lw=0.8, label=name)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("‖XXᵀ/τ − I‖_F/√k (sampled block)")
+    bottom.set_xlabel("step")
+    cfg = results["config"]
+    skipped = t["skipped_steps"][-1] if t.get("skipped_steps") else 0
+    top.set_title(f"{cfg['optimizer']}: state {cfg.get('state_dtype', 'float32')} "
+                  f"({t.get('state_bytes', 0) / 2**20:.2f} MiB), {skipped} skipped step(s)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "telemetry.png", dpi=120)
+    plt.close(fig)
+    return "telemetry.png"

@@ -34,6 +34,10 @@ from muonlab.tasks.lm.history import History, plot_results, summarize
 from muonlab.tasks.lm.model import GPT, preset_config
 from muonlab.tasks.lm.schedule import lr_multiplier, set_lr
 
+# torch dtype of each --param-dtype value (config.PARAM_DTYPES names them)
+PARAM_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 # ---------------------------------------------------------------------------------------------- pieces
 def autocast_for(device: torch.device):
     """bf16 autocast on CUDA; fp32 on CPU (bf16 matmuls have no fast kernels there)."""
@@ -58,7 +62,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
     except ValueError as err:
         raise TrainError(str(err)) from err
     torch.manual_seed(cfg.seed)
-    return GPT(gpt_cfg)
+    # bf16 parameters start from the fp32 initialization rounded to nearest: the same model as the fp32 run's
+    return GPT(gpt_cfg).to(PARAM_TORCH_DTYPES[cfg.param_dtype])
 
 
 def _adamw_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
@@ -88,6 +93,11 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
 
         # parallel none: one process even if a process group happens to exist (e.g. a rank-0-only run)
         extra = {"cautious_wd": True} if cfg.cautious_wd else {}
+        # only when asked: an optimizer from before these options is then built exactly as it was
+        if cfg.state_dtype != "float32":
+            extra["state_dtype"] = cfg.state_dtype
+        if cfg.param_rounding != "nearest":
+            extra["param_rounding"] = cfg.param_rounding
         opt = make_optimizer(cfg.optimizer, param_groups(model), lr=lr, weight_decay=cfg.weight_decay,
                              adamw_lr=cfg.aux_lr, distributed="auto" if cfg.parallel != "none" else "none", **extra)
     for group in opt.param_groups:
@@ -234,6 +244,8 @@ def _train(cfg: TrainConfig, par, on_step, token_data: TokenData | None) -> dict
                 torch.cuda.synchronize()
             step_times.append(time.perf_counter() - t0)
             history.record_step(step + 1, loss, step_times[-1], logits)
+            if hasattr(optimizer, "last_step_stats"):  # muonlab optimizers: what the step did
+                history.record_telemetry(step + 1, optimizer.last_step_stats())
             diverged = not math.isfinite(loss)
             if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps or diverged:
                 history.record_val(step + 1, evaluate(model, val_batches, device) if not diverged else float("nan"))
