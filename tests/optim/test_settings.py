@@ -52,8 +52,8 @@ def test_a_schedulers_lr_takes_effect_at_the_next_step():
     (plain, plain_end), (sched, sched_end) = runs
     # step 0 is identical (lr 0.02 both); afterwards the scheduled run moves by half, then a quarter
     torch.testing.assert_close(plain[1], sched[1], rtol=0, atol=0)
-    plain_move = (plain_end - plain[2]).norm()
-    sched_move = (sched_end - sched[2]).norm()
+    plain_move = float((plain_end - plain[2]).norm())
+    sched_move = float((sched_end - sched[2]).norm())
     assert sched_move == pytest.approx(0.25 * plain_move, rel=0.05)
 
 
