@@ -29,7 +29,7 @@ from muonlab.optim import state_codec as sc
 from muonlab.optim.chunks import ChunkPlans, matrix_blocks, scratch_budget, transform_batches, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
-from muonlab.optim.routing import looks_unrouted
+from muonlab.optim.routing import unrouted_warning
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
 from muonlab.optim import low_precision as lp
 from muonlab.optim.state import StepContext, local, rounds_params, state_dtype
@@ -143,17 +143,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         group = gr.normalize(param_group, self.defaults, type(self).__name__)
         gr.match_names(self.param_groups, group)
         if group.get("kind") in (None, "auto") and group.get("param_names"):
-            unrouted = looks_unrouted([n for n, p in zip(group["param_names"], group["params"]) if p.dim() >= 2])
-            if unrouted:
-                warnings.warn(
-                    f"{type(self).__name__}: named parameters without a 'kind' are routed by shape alone: every ≥ 2-D "
-                    f"tensor gets the spectral update, including {', '.join(map(repr, unrouted[:4]))}"
-                    f"{' …' if len(unrouted) > 4 else ''} (named like an embedding or an output head, which want "
-                    "AdamW). Routing by module needs the model: pass muonlab.param_groups(model) "
-                    "(muonlab.explain(model) shows each decision)",
-                    UserWarning,
-                    stacklevel=3,
-                )
+            message = unrouted_warning(group["param_names"], group["params"], type(self).__name__)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=3)
         for routed in gr.split_by_kind(group):
             where = f"param group {len(self.param_groups)} ({routed['kind']}): "
             gr.route(routed, self.defaults, where)
@@ -215,27 +207,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             group["state_dtype"], group["param_rounding"] = fmt, rounding
         self._store.reindex(self.param_groups)
         self._settings.clear()
-        for index, group in enumerate(self.param_groups):
-            self.group_settings(group, index)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for saved_id, p in zip(saved_ids, params):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                current = self.state[p].get(key)
-                if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
-                    self.state[p][key] = value.to(device=p.device, copy=True)
-        self._convert_state()
-
-    def _convert_state(self) -> None:
-        """Re-store every moment in its group's state dtype (after loading a checkpoint saved with another one)."""
-        for index, group in enumerate(self.param_groups):
-            fmt = self.group_settings(group, index).state_dtype
-            for p in group["params"]:
-                state = self.state.get(p, {})
-                for key in sc.SLOTS:
-                    if key in state:
-                        self._store.buffers(state, key, p, local(p), fmt, state_dtype(p))
-                self._store.flush()
+        formats = [self.group_settings(group, index).state_dtype for index, group in enumerate(self.param_groups)]
+        sc.keep_saved_dtypes(self.state, state_dict["state"], state_dict["param_groups"], self.param_groups)
+        sc.convert_state(self.state, self._store, self.param_groups, formats)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -245,21 +219,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work: list[tuple[dict, list[torch.Tensor]]] = []
-        grads: list[torch.Tensor] = []
-        for group in self.param_groups:
-            params = []
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients; {gr.label(group, i)} has one "
-                        "(use nn.Embedding(sparse=False))"
-                    )
-                params.append(p)
-                grads.append(p.grad)
-            work.append((group, params))
+        work, grads = gr.with_grads(self.param_groups, type(self).__name__)
         finite = all_finite(grads) if grads else True
         # Every rank must take the same decision (a rank skipping alone would hang the others).
         finite = self._distribution.agree(

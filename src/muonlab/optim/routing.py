@@ -17,6 +17,7 @@ import fnmatch
 import sys
 from typing import Any, Iterable, Mapping, TextIO
 
+import torch
 from torch import nn
 
 from muonlab.optim.criteria import (
@@ -46,6 +47,18 @@ def looks_unrouted(names: Iterable[str]) -> list[str]:
         if any(p in HEAD_NAMES or p.endswith("_head") or "embed" in p or p in ("wte", "wpe") for p in parts):
             found.append(name)
     return found
+
+
+def unrouted_warning(names: list[str], params: list[torch.Tensor], optimizer: str) -> str | None:
+    """The warning for a named parameter list without ``"kind"`` given to ``optimizer`` (routed by shape alone), when
+    some of its ≥ 2-D tensors look like an embedding or an output head (:func:`looks_unrouted`); None otherwise."""
+    unrouted = looks_unrouted([n for n, p in zip(names, params) if p.dim() >= 2])
+    if not unrouted:
+        return None
+    return (f"{optimizer}: named parameters without a 'kind' are routed by shape alone: every ≥ 2-D tensor gets the "
+            f"spectral update, including {', '.join(map(repr, unrouted[:4]))}{' …' if len(unrouted) > 4 else ''} "
+            "(named like an embedding or an output head, which want AdamW). Routing by module needs the model: pass "
+            "muonlab.param_groups(model) (muonlab.explain(model) shows each decision)")
 
 
 def route(

@@ -37,6 +37,7 @@ import math
 import torch
 
 from muonlab.optim.int8_codes import blocks_per_row, dequantize_blockwise, quantizable, quantize_blockwise
+from muonlab.optim.state import local, state_dtype
 from muonlab.optim.stochastic_rounding import rounding_key, stochastic_round_bf16
 
 STATE_DTYPES = ("float32", "bfloat16", "int8")
@@ -79,20 +80,16 @@ def slot_of(key: str) -> int:
     return SLOTS.get(key, 4 + sum(map(ord, key)))
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def _sharded_like(local: torch.Tensor, owner: torch.Tensor, shape=None) -> torch.Tensor:
-    """``local`` as the state of ``owner``: itself for a plain parameter, a DTensor with the parameter's mesh and
-    placements (global shape ``shape``, default the parameter's) for a DTensor one."""
+def _sharded_like(shard: torch.Tensor, owner: torch.Tensor, shape=None) -> torch.Tensor:
+    """``shard`` (a local tensor) as the state of ``owner``: itself for a plain parameter, a DTensor with the
+    parameter's mesh and placements (global shape ``shape``, default the parameter's) for a DTensor one."""
     if not hasattr(owner, "device_mesh"):
-        return local
+        return shard
     from torch.distributed.tensor import DTensor
 
     shape = torch.Size(shape if shape is not None else owner.shape)
     stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
-    return DTensor.from_local(local, owner.device_mesh, owner.placements, run_check=False, shape=shape, stride=stride)
+    return DTensor.from_local(shard, owner.device_mesh, owner.placements, run_check=False, shape=shape, stride=stride)
 
 
 def check_row_sharding(owner: torch.Tensor, where: str = "") -> None:
@@ -137,9 +134,9 @@ def decode(state: dict, key: str, local_like: torch.Tensor, dtype: torch.dtype,
     fmt = stored_format(state, key)
     if fmt is None:
         return torch.zeros(_rows(local_like, rows).shape, dtype=dtype, device=local_like.device)
-    stored = _rows(_local(state[key]), rows)
+    stored = _rows(local(state[key]), rows)
     if fmt == "int8":
-        out = dequantize_blockwise(stored, _rows(_local(state[key + ABSMAX_SUFFIX]), rows), key not in UNSIGNED_KEYS)
+        out = dequantize_blockwise(stored, _rows(local(state[key + ABSMAX_SUFFIX]), rows), key not in UNSIGNED_KEYS)
         return out if out.dtype == dtype else out.to(dtype)
     return stored.to(dtype=dtype, copy=True)
 
@@ -168,18 +165,18 @@ def encode(state: dict, key: str, owner: torch.Tensor, work: torch.Tensor, fmt: 
         if rows is not None:
             raise ValueError(f"encode: rows of {key!r} can only be written into storage already in {fmt!r}")
         allocate(state, key, owner, work, fmt)
-    stored = _rows(_local(state[key]), rows)
+    stored = _rows(local(state[key]), rows)
     if fmt == "bfloat16":
         per_row = stored.numel() // stored.shape[0] if stored.dim() and stored.shape[0] else 0
         offset = global_offset(owner) + (rows[0] * per_row if rows is not None else 0)
         stochastic_round_bf16(work, rounding, offset, out=stored)
         return
-    quantize_blockwise(work, key not in UNSIGNED_KEYS, stored, _rows(_local(state[key + ABSMAX_SUFFIX]), rows))
+    quantize_blockwise(work, key not in UNSIGNED_KEYS, stored, _rows(local(state[key + ABSMAX_SUFFIX]), rows))
 
 
 def state_nbytes(state: dict) -> int:
     """Bytes of the tensors in one parameter's state (local shards: this rank's share)."""
-    return sum(_local(v).numel() * _local(v).element_size() for v in state.values() if torch.is_tensor(v))
+    return sum(local(v).numel() * local(v).element_size() for v in state.values() if torch.is_tensor(v))
 
 
 class StateStore:
@@ -223,7 +220,7 @@ class StateStore:
             elif stored != str(dtype).removeprefix("torch."):  # a bf16/int8 checkpoint loaded into fp32 state
                 state[key] = _sharded_like(decode(state, key, local_like, dtype), owner)
                 state.pop(key + ABSMAX_SUFFIX, None)
-            return _rows(_local(state[key]), rows)
+            return _rows(local(state[key]), rows)
         if rows is not None and stored != fmt:  # first use, or state saved in another format: re-store it whole
             if stored is None:
                 allocate(state, key, owner, local_like, fmt)
@@ -246,3 +243,30 @@ class StateStore:
         starts = starts or [0] * len(params)
         for p, w, state, owner, start in zip(params, works, states, owners, starts):
             stochastic_round_bf16(w, self.key(state, owner, PARAM_SLOT), global_offset(owner) + start, out=p)
+
+
+# ---------------------------------------------------------------- loading a checkpoint
+def keep_saved_dtypes(state: dict, saved_state: dict, saved_groups: list, param_groups: list) -> None:
+    """Put back, in ``state``, every floating tensor of ``saved_state`` (a loaded state dict's, its parameters
+    numbered in ``saved_groups``' order) whose dtype torch's load changed. torch.optim.Optimizer casts every floating
+    state tensor to its parameter's dtype, which would round the fp32 moments of bf16/fp16 parameters; resuming must
+    be exact."""
+    saved_ids = [i for g in saved_groups for i in g["params"]]
+    params = [p for g in param_groups for p in g["params"]]
+    for saved_id, p in zip(saved_ids, params):
+        for key, value in saved_state.get(saved_id, {}).items():
+            current = state[p].get(key)
+            if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
+                state[p][key] = value.to(device=p.device, copy=True)
+
+
+def convert_state(state: dict, store: StateStore, param_groups: list, formats: list[str]) -> None:
+    """Re-store every moment of ``param_groups[i]`` in state dtype ``formats[i]`` (after loading a checkpoint saved
+    with another one)."""
+    for group, fmt in zip(param_groups, formats):
+        for p in group["params"]:
+            entries = state.get(p, {})
+            for key in SLOTS:
+                if key in entries:
+                    store.buffers(entries, key, p, local(p), fmt, state_dtype(p))
+            store.flush()
