@@ -28,10 +28,10 @@ from muonlab.optim import pipeline as pl
 from muonlab.optim import state_codec as sc
 from muonlab.optim.chunks import ChunkPlans, matrix_blocks, scratch_budget, transform_batches, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
+from muonlab.optim.low_precision import adamw_pieces_step, round_params
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
 from muonlab.optim.routing import unrouted_warning
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
-from muonlab.optim import low_precision as lp
 from muonlab.optim.state import StepContext, local, rounds_params, state_dtype
 from muonlab.optim.telemetry import Telemetry, step_stats
 
@@ -283,7 +283,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
             pl.adamw_update(params, grads, exp_avgs, exp_avg_sqs, ctx.count_steps(params), **hyper)
             return
-        lp.adamw_pieces_step(ctx, owners, params, grads, ctx.count_steps(params), rounded, **hyper)
+        adamw_pieces_step(ctx, owners, params, grads, ctx.count_steps(params), rounded, **hyper)
 
     def _spectral_step(
         self,
@@ -377,7 +377,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 torch._foreach_mul_(targets, keep)
         torch._foreach_add_(targets, updates, alpha=-lr)
         if rounded:
-            lp.round_params(ctx, params, targets)
+            round_params(ctx, params, targets)
 
     def last_step_stats(self) -> dict:
         """What the last step did, per group (update RMS, orthogonality sample, state bytes) and in all (steps

@@ -62,8 +62,8 @@ guess is confined to the one layer that output layers almost always are, the las
 both of the embedding's sizes. A model that registers its head first, or ends with a layer whose width happens to match another
 Linear's input (e.g. ``nn.Linear(16, 16)`` after ``nn.Linear(16, 16)``), is not recognised: name the module ``head``
 (or pass ``head_names``), or say it with ``overrides={"fc.weight": "head"}``. Guessed routes are marked ``guessed``
-and :func:`muonlab.optim.routing.explain` lists them with the override that undoes them (``overrides={"NAME": "matrix"}``, or
-``guess_head=False`` for none).
+and :func:`muonlab.optim.routing.explain` lists them with the override that undoes them
+(``overrides={"NAME": "matrix"}``, or ``guess_head=False`` for none).
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class Route:
 
 
 def first_match(patterns: Mapping[str, Any] | None, names: list[str]) -> tuple[str, Any] | None:
+    """(pattern, value) of the first glob in ``patterns`` that matches any of ``names`` (a parameter's aliases)."""
     for pattern, value in (patterns or {}).items():
         if any(fnmatch.fnmatchcase(n, pattern) for n in names):
             return pattern, value

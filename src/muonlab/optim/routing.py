@@ -36,7 +36,6 @@ from muonlab.optim.groups import KINDS
 from muonlab.optim.pipeline import TENSOR_LAYOUTS
 
 
-
 def looks_unrouted(names: Iterable[str]) -> list[str]:
     """The names among ``names`` that look like an embedding or an output head by name alone (a component in
     :data:`HEAD_NAMES` or ending in ``_head``, or containing "embed", or GPT-2's ``wte``/``wpe``): what a named
