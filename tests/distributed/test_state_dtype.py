@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from muonlab.optim import int8_codes as i8
 from muonlab.optim import state_codec as sc
 from tests.distributed.conftest import scenario
 from tests.distributed.scenarios import STATE_DTYPES, STEPS, full_params, make_model, make_optimizer, train
@@ -33,7 +34,7 @@ def test_low_precision_state_under_fsdp_matches_one_process(world, fmt):
         shapes = out[f"{fmt}_state_shapes"]
         assert shapes["momentum_buffer"] == (10, 10)
         if fmt == "int8":
-            assert shapes["momentum_buffer_absmax"] == sc.blocks_per_row((10, 10))
+            assert shapes["momentum_buffer_absmax"] == i8.blocks_per_row((10, 10))
         # the stored state is the one process's, code for code / bit for bit up to the reduction's rounding
         state = out[f"{fmt}_h1_state"]
         got = sc.decode(state, "momentum_buffer", torch.empty(10, 10), torch.float64)

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from muonlab.optim import int8_codes as i8
 from muonlab.optim import state_codec as sc
+from muonlab.optim import stochastic_rounding as sr
 
 
 def _bf16_neighbours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,11 +22,11 @@ def _bf16_neighbours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_stochastic_rounding_lands_on_a_neighbour_and_keeps_bf16_values():
     x = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 3
-    out = sc.stochastic_round_bf16(x, key=5).float()
+    out = sr.stochastic_round_bf16(x, key=5).float()
     low, high = _bf16_neighbours(x)
     assert bool(((out == low) | (out == high)).all())
     exact = x.to(torch.bfloat16).float()  # already representable: must stay as is
-    assert torch.equal(sc.stochastic_round_bf16(exact, key=5).float(), exact)
+    assert torch.equal(sr.stochastic_round_bf16(exact, key=5).float(), exact)
 
 
 def test_stochastic_rounding_is_unbiased_over_many_keys():
@@ -33,7 +35,7 @@ def test_stochastic_rounding_is_unbiased_over_many_keys():
     ulp = (_bf16_neighbours(base)[1] - base).abs()  # spacing to the next bf16 value in magnitude
     fractions = torch.tensor([0.1, 0.3, 0.05, 0.7, 0.45])
     x = base + torch.sign(base) * ulp * fractions
-    draws = torch.stack([sc.stochastic_round_bf16(x, key=sc.rounding_key(0, k)).double() for k in range(4000)])
+    draws = torch.stack([sr.stochastic_round_bf16(x, key=sr.rounding_key(0, k)).double() for k in range(4000)])
     mean = draws.mean(0)
     err = (mean - x.double()).abs() / ulp.double().abs()
     # the rounding is Bernoulli(fraction): 4000 draws, std of the mean ≤ 0.5/√4000 ≈ 0.008 ulp
@@ -47,31 +49,31 @@ def test_stochastic_rounding_is_unbiased_over_many_keys():
 
 def test_stochastic_rounding_is_reproducible_and_keyed():
     x = torch.randn(5000, generator=torch.Generator().manual_seed(1))
-    a = sc.stochastic_round_bf16(x, key=sc.rounding_key(7, 3, 0, 11))
-    b = sc.stochastic_round_bf16(x.clone(), key=sc.rounding_key(7, 3, 0, 11))
+    a = sr.stochastic_round_bf16(x, key=sr.rounding_key(7, 3, 0, 11))
+    b = sr.stochastic_round_bf16(x.clone(), key=sr.rounding_key(7, 3, 0, 11))
     assert torch.equal(a.view(torch.int16), b.view(torch.int16))  # same key → same bits
-    c = sc.stochastic_round_bf16(x, key=sc.rounding_key(7, 3, 0, 12))  # next step → other bits
+    c = sr.stochastic_round_bf16(x, key=sr.rounding_key(7, 3, 0, 12))  # next step → other bits
     assert not torch.equal(a.view(torch.int16), c.view(torch.int16))
 
 
 def test_stochastic_rounding_of_a_shard_matches_the_whole_tensor():
     x = torch.randn(64, 33, generator=torch.Generator().manual_seed(2))
-    key = sc.rounding_key(0, 1)
-    whole = sc.stochastic_round_bf16(x, key)
-    top = sc.stochastic_round_bf16(x[:20], key, offset=0)
-    rest = sc.stochastic_round_bf16(x[20:], key, offset=20 * 33)
+    key = sr.rounding_key(0, 1)
+    whole = sr.stochastic_round_bf16(x, key)
+    top = sr.stochastic_round_bf16(x[:20], key, offset=0)
+    rest = sr.stochastic_round_bf16(x[20:], key, offset=20 * 33)
     assert torch.equal(torch.cat([top, rest]).view(torch.int16), whole.view(torch.int16))
 
 
 def test_stochastic_rounding_keeps_nonfinite_and_zero():
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0])
-    out = sc.stochastic_round_bf16(x, key=3).float()
+    out = sr.stochastic_round_bf16(x, key=3).float()
     assert math.isnan(out[0]) and out[1] == float("inf") and out[2] == -float("inf")
     assert out[3] == 0 and out[4] == 0
 
 
 def test_random_bits_are_uniform():
-    bits = sc.random_bits16(1 << 16, key=sc.rounding_key(1, 2))
+    bits = sr.random_bits16(1 << 16, key=sr.rounding_key(1, 2))
     assert int(bits.min()) >= 0 and int(bits.max()) < 1 << 16
     counts = torch.bincount(bits >> 12, minlength=16).double()  # 16 bins of 4096 values
     chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
@@ -86,9 +88,9 @@ def _blocks_absmax(x: torch.Tensor) -> torch.Tensor:
     flat = x.double().reshape(rows, -1)
     length = flat.shape[1]
     out = torch.empty_like(flat)
-    for start in range(0, length, sc.BLOCK_SIZE):
-        part = flat[:, start:start + sc.BLOCK_SIZE]
-        out[:, start:start + sc.BLOCK_SIZE] = part.abs().amax(dim=1, keepdim=True)
+    for start in range(0, length, i8.BLOCK_SIZE):
+        part = flat[:, start:start + i8.BLOCK_SIZE]
+        out[:, start:start + i8.BLOCK_SIZE] = part.abs().amax(dim=1, keepdim=True)
     return out.reshape(x.shape)
 
 
@@ -108,15 +110,15 @@ def test_blockwise_int8_error_bounds_against_fp64(name, signed):
     x = INPUTS[name](torch.Generator().manual_seed(3)).float()
     if not signed:
         x = x * x  # a second moment: non-negative, wide range
-    codes, scales = sc.quantize_blockwise(x, signed)
+    codes, scales = i8.quantize_blockwise(x, signed)
     assert codes.dtype == torch.uint8 and codes.shape == x.shape
-    assert scales.shape == sc.blocks_per_row(x.shape)
-    y = sc.dequantize_blockwise(codes, scales, signed).double()
+    assert scales.shape == i8.blocks_per_row(x.shape)
+    y = i8.dequantize_blockwise(codes, scales, signed).double()
     ref = x.double()
     absmax = _blocks_absmax(x)
     err = (y - ref).abs()
     # every element within half the widest level gap of its block's absmax (plus fp32 rounding of the product)
-    bound = sc.max_quantization_error(signed) * absmax + 1e-6 * ref.abs()
+    bound = i8.max_quantization_error(signed) * absmax + 1e-6 * ref.abs()
     assert bool((err <= bound).all()), float((err - bound).max())
     # each block's largest element is stored exactly (up to the fp32 product), and zeros stay zero
     at_max = ref.abs() == absmax
@@ -134,7 +136,7 @@ def test_blockwise_int8_error_bounds_against_fp64(name, signed):
 
 
 def test_dynamic_maps_have_the_documented_levels():
-    signed, unsigned = sc.dynamic_map(True), sc.dynamic_map(False)
+    signed, unsigned = i8.dynamic_map(True), i8.dynamic_map(False)
     assert signed.numel() == 255 and unsigned.numel() == 256
     assert float(signed.max()) == 1.0 and float(signed.min()) == -1.0 and 0.0 in signed.tolist()
     assert float(unsigned.min()) == 0.0 and float(unsigned.max()) == 1.0
@@ -145,21 +147,21 @@ def test_dynamic_maps_have_the_documented_levels():
 def test_quantize_into_given_storage_and_round_trip_stable():
     x = torch.randn(12, 640, generator=torch.Generator().manual_seed(4))
     codes = torch.empty(x.shape, dtype=torch.uint8)
-    scales = torch.empty(sc.blocks_per_row(x.shape))
-    sc.quantize_blockwise(x, True, codes, scales)
-    y = sc.dequantize_blockwise(codes, scales, True)
-    codes2, scales2 = sc.quantize_blockwise(y, True)
+    scales = torch.empty(i8.blocks_per_row(x.shape))
+    i8.quantize_blockwise(x, True, codes, scales)
+    y = i8.dequantize_blockwise(codes, scales, True)
+    codes2, scales2 = i8.quantize_blockwise(y, True)
     assert torch.equal(codes, codes2) and torch.equal(scales, scales2)  # decoded values re-encode to themselves
 
 
 def test_slices_do_not_change_the_result(monkeypatch):
     x = torch.randn(40, 300, generator=torch.Generator().manual_seed(5))
-    whole = sc.quantize_blockwise(x, True)
-    sr_whole = sc.stochastic_round_bf16(x, key=9)
-    monkeypatch.setattr(sc, "SLICE_ELEMENTS", 1000)
-    sliced = sc.quantize_blockwise(x, True)
+    whole = i8.quantize_blockwise(x, True)
+    sr_whole = sr.stochastic_round_bf16(x, key=9)
+    monkeypatch.setattr(sr, "SLICE_ELEMENTS", 1000)
+    sliced = i8.quantize_blockwise(x, True)
     assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[1], sliced[1])
-    assert torch.equal(sc.stochastic_round_bf16(x, key=9).view(torch.int16), sr_whole.view(torch.int16))
+    assert torch.equal(sr.stochastic_round_bf16(x, key=9).view(torch.int16), sr_whole.view(torch.int16))
 
 
 @pytest.mark.parametrize("value", ["fp7", "float16", None, 8, torch.float16, ["int8"]])
@@ -182,17 +184,17 @@ def test_state_dtype_spellings():
 def test_table_encoder_picks_the_nearest_level_like_a_search(signed):
     """The bucket-table encoder against a plain nearest-level search (fp64) on values spread over all decades,
     the levels themselves and the midpoints between them."""
-    levels = sc.dynamic_map(signed).double()
+    levels = i8.dynamic_map(signed).double()
     mids = (levels[1:] + levels[:-1]) / 2
     g = torch.Generator().manual_seed(6)
     spread = torch.exp(-torch.rand(200_000, generator=g, dtype=torch.float64) * 20)
     if signed:
         spread = spread * torch.randn(spread.shape, generator=g, dtype=torch.float64).sign()
     values = torch.cat([spread, levels, mids, torch.tensor([1.0, 0.0])]).float()
-    width = sc.BLOCK_SIZE - 1
+    width = i8.BLOCK_SIZE - 1
     padded = torch.cat([values, torch.zeros(-values.numel() % width)]).reshape(-1, width)
     x = torch.cat([torch.ones(padded.shape[0], 1), padded], dim=1)  # each block's absmax is 1
-    codes, scales = sc.quantize_blockwise(x, signed)
+    codes, scales = i8.quantize_blockwise(x, signed)
     assert bool((scales == 1).all())
     got = levels[codes[:, 1:].long()].reshape(-1)[: values.numel()]
     distance = (values.double().unsqueeze(1) - levels.unsqueeze(0)).abs()
@@ -218,7 +220,7 @@ def test_encode_decode_state_entries(fmt):
     else:
         assert state["exp_avg"].dtype == torch.uint8 and state["exp_avg_absmax"].shape == (6, 2)
         assert sc.state_nbytes(state) == 6 * 300 + 6 * 2 * 4
-        assert float((back - work).abs().max()) <= sc.max_quantization_error(True) * float(work.abs().max())
+        assert float((back - work).abs().max()) <= i8.max_quantization_error(True) * float(work.abs().max())
     storage = state["exp_avg"].data_ptr()
     sc.encode(state, "exp_avg", owner, back, fmt, rounding=2)  # written in place, and a fixed point
     assert state["exp_avg"].data_ptr() == storage

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import muonlab
+from muonlab.optim import int8_codes as i8
 from muonlab.optim import state_codec as sc
 from tests.optim.models import TinyNet, loss_fn, task
 
@@ -88,7 +89,7 @@ def test_stored_dtypes_and_bytes(fmt, optimizer):
             else:
                 assert stored == fmt
             if stored == "int8":
-                assert state[key].shape == p.shape and state[key + "_absmax"].shape == sc.blocks_per_row(p.shape)
+                assert state[key].shape == p.shape and state[key + "_absmax"].shape == i8.blocks_per_row(p.shape)
 
 
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
@@ -153,7 +154,7 @@ def test_fp32_checkpoint_into_low_precision_and_back(fmt):
             expected = fmt if (fmt == "bfloat16" or p.dim() >= 2) else "float32"
             assert sc.stored_format(opt.state[p], key) == expected
             decoded = sc.decode(opt.state[p], key, p, torch.float32)
-            bound = 2**-7 * original.abs() if fmt == "bfloat16" else sc.max_quantization_error(key == "exp_avg") * float(original.abs().max())
+            bound = 2**-7 * original.abs() if fmt == "bfloat16" else i8.max_quantization_error(key == "exp_avg") * float(original.abs().max())
             assert bool(((decoded - original).abs() <= bound + 1e-30).all())
     _steps(model, opt, 1, start=3)  # and it steps on
     low_state = copy.deepcopy(opt.state_dict())
@@ -298,7 +299,7 @@ def test_last_step_stats():
 def test_adamw_part_slices_give_the_same_bits(fmt, monkeypatch):
     """The AdamW part decodes large tensors by slices of rows: any slice size gives the bits of whole tensors
     (int8 blocks live in rows; stochastic rounding is keyed by the global element index)."""
-    from muonlab.optim import base
+    from muonlab.optim import low_precision
 
     def run():
         model, opt = _model_and_opt(fmt, dtype=torch.bfloat16, param_rounding="stochastic", seed=5)
@@ -306,8 +307,8 @@ def test_adamw_part_slices_give_the_same_bits(fmt, monkeypatch):
         return [p.detach().clone() for p in model.parameters()], _state_bits(opt)
 
     whole = run()
-    monkeypatch.setattr(base, "ADAMW_PIECE_BYTES", 200)  # the 40×16 embedding in slices of 3 rows
-    pieces = base.adamw_pieces([torch.zeros(40, 16), torch.zeros(16), torch.zeros(5, 2)], 200)
+    monkeypatch.setattr(low_precision, "ADAMW_PIECE_BYTES", 200)  # the 40×16 embedding in slices of 3 rows
+    pieces = low_precision.adamw_pieces([torch.zeros(40, 16), torch.zeros(16), torch.zeros(5, 2)], 200)
     assert pieces[0] == [(0, (0, 3))] and pieces[13] == [(0, (39, 40))] and pieces[14] == [(1, None), (2, None)]
     sliced = run()
     assert all(torch.equal(a, b) for a, b in zip(whole[0], sliced[0]))

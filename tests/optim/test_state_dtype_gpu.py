@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import muonlab
-from muonlab.optim import state_codec as sc
+from muonlab.optim import int8_codes as i8
+from muonlab.optim import stochastic_rounding as sr
 from tests.optim.models import TinyNet, loss_fn, task
 
 pytestmark = pytest.mark.gpu
@@ -14,17 +15,17 @@ pytestmark = pytest.mark.gpu
 
 def test_codecs_give_the_cpu_bits_on_cuda():
     x = torch.randn(300, 700, generator=torch.Generator().manual_seed(0)) * torch.logspace(-6, 2, 700)
-    key = sc.rounding_key(3, 1, 0, 5)
-    cpu = sc.stochastic_round_bf16(x, key, offset=12345)
-    gpu = sc.stochastic_round_bf16(x.cuda(), key, offset=12345).cpu()
+    key = sr.rounding_key(3, 1, 0, 5)
+    cpu = sr.stochastic_round_bf16(x, key, offset=12345)
+    gpu = sr.stochastic_round_bf16(x.cuda(), key, offset=12345).cpu()
     assert torch.equal(cpu.view(torch.int16), gpu.view(torch.int16))  # counter-based bits: device-independent
     for signed, data in ((True, x), (False, x * x)):
-        codes, scales = sc.quantize_blockwise(data, signed)
-        codes_gpu, scales_gpu = sc.quantize_blockwise(data.cuda(), signed)
+        codes, scales = i8.quantize_blockwise(data, signed)
+        codes_gpu, scales_gpu = i8.quantize_blockwise(data.cuda(), signed)
         assert torch.equal(scales, scales_gpu.cpu())
         assert (codes != codes_gpu.cpu()).float().mean() < 1e-4  # ties at midpoints may round apart
-        back = sc.dequantize_blockwise(codes_gpu, scales_gpu, signed).cpu()
-        assert torch.allclose(back, sc.dequantize_blockwise(codes, scales, signed), rtol=0.02, atol=0)
+        back = i8.dequantize_blockwise(codes_gpu, scales_gpu, signed).cpu()
+        assert torch.allclose(back, i8.dequantize_blockwise(codes, scales, signed), rtol=0.02, atol=0)
 
 
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])

@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import warnings
 from abc import ABCMeta, abstractmethod
-from collections import defaultdict
 from typing import Iterable, Mapping
 
 import torch
 from torch.optim import Optimizer
 
-from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.distributed.optimizer import OptimizerDistribution
 from muonlab.optim import groups as gr
 from muonlab.optim import pipeline as pl
 from muonlab.optim import state_codec as sc
-from muonlab.optim.chunks import ChunkPlans, batch_sizes, scratch_budget, wire_dtype
+from muonlab.optim.chunks import ChunkPlans, matrix_blocks, scratch_budget, transform_batches, wire_dtype
 from muonlab.optim.groups import ADAMW_DEFAULTS
+from muonlab.optim.low_precision import adamw_pieces_step, round_params
 from muonlab.optim.nonfinite import all_finite, check_policy, handle_nonfinite
-from muonlab.optim.routing import looks_unrouted
+from muonlab.optim.routing import unrouted_warning
 from muonlab.optim.settings import LIVE_KEYS, AdamWSettings, SpectralSettings, check_cautious_wd
-from muonlab.optim.state import ADAMW_PIECE_BYTES, StepContext, adamw_pieces, local, rounds_params, state_dtype
-from muonlab.optim.telemetry import Telemetry
+from muonlab.optim.state import StepContext, local, rounds_params, state_dtype
+from muonlab.optim.telemetry import Telemetry, step_stats
 
 
 class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
@@ -144,17 +143,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         group = gr.normalize(param_group, self.defaults, type(self).__name__)
         gr.match_names(self.param_groups, group)
         if group.get("kind") in (None, "auto") and group.get("param_names"):
-            unrouted = looks_unrouted([n for n, p in zip(group["param_names"], group["params"]) if p.dim() >= 2])
-            if unrouted:
-                warnings.warn(
-                    f"{type(self).__name__}: named parameters without a 'kind' are routed by shape alone: every ≥ 2-D "
-                    f"tensor gets the spectral update, including {', '.join(map(repr, unrouted[:4]))}"
-                    f"{' …' if len(unrouted) > 4 else ''} (named like an embedding or an output head, which want "
-                    "AdamW). Routing by module needs the model: pass muonlab.param_groups(model) "
-                    "(muonlab.explain(model) shows each decision)",
-                    UserWarning,
-                    stacklevel=3,
-                )
+            message = unrouted_warning(group["param_names"], group["params"], type(self).__name__)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=3)
         for routed in gr.split_by_kind(group):
             where = f"param group {len(self.param_groups)} ({routed['kind']}): "
             gr.route(routed, self.defaults, where)
@@ -216,27 +207,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             group["state_dtype"], group["param_rounding"] = fmt, rounding
         self._store.reindex(self.param_groups)
         self._settings.clear()
-        for index, group in enumerate(self.param_groups):
-            self.group_settings(group, index)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for saved_id, p in zip(saved_ids, params):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                current = self.state[p].get(key)
-                if torch.is_tensor(value) and torch.is_tensor(current) and current.dtype != value.dtype:
-                    self.state[p][key] = value.to(device=p.device, copy=True)
-        self._convert_state()
-
-    def _convert_state(self) -> None:
-        """Re-store every moment in its group's state dtype (after loading a checkpoint saved with another one)."""
-        for index, group in enumerate(self.param_groups):
-            fmt = self.group_settings(group, index).state_dtype
-            for p in group["params"]:
-                state = self.state.get(p, {})
-                for key in sc.SLOTS:
-                    if key in state:
-                        self._store.buffers(state, key, p, local(p), fmt, state_dtype(p))
-                self._store.flush()
+        formats = [self.group_settings(group, index).state_dtype for index, group in enumerate(self.param_groups)]
+        sc.keep_saved_dtypes(self.state, state_dict["state"], state_dict["param_groups"], self.param_groups)
+        sc.convert_state(self.state, self._store, self.param_groups, formats)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -246,21 +219,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work: list[tuple[dict, list[torch.Tensor]]] = []
-        grads: list[torch.Tensor] = []
-        for group in self.param_groups:
-            params = []
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients; {gr.label(group, i)} has one "
-                        "(use nn.Embedding(sparse=False))"
-                    )
-                params.append(p)
-                grads.append(p.grad)
-            work.append((group, params))
+        work, grads = gr.with_grads(self.param_groups, type(self).__name__)
         finite = all_finite(grads) if grads else True
         # Every rank must take the same decision (a rank skipping alone would hang the others).
         finite = self._distribution.agree(
@@ -313,9 +272,8 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     @torch.compiler.disable
     def _adamw_step(self, ctx: StepContext, owners: list[torch.Tensor], params: list[torch.Tensor],
                     grads: list[torch.Tensor]) -> None:
-        """AdamW on the group. With bf16/int8 state (or stochastically rounded bf16 parameters) piece by piece: small
-        tensors together, large ones by slices of rows (AdamW is elementwise), so that the fp32 moments (and
-        parameters) decoded at once stay within :data:`ADAMW_PIECE_BYTES` (4 MiB) each."""
+        """AdamW on the group: one fused update of fp32 state; with bf16/int8 state (or stochastically rounded bf16
+        parameters) piece by piece (:func:`muonlab.optim.low_precision.adamw_pieces_step`)."""
         settings = ctx.settings
         rounded = rounds_params(settings, owners)
         beta1, beta2 = settings.betas
@@ -325,21 +283,7 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
             exp_avg_sqs = ctx.buffers(params, "exp_avg_sq")
             pl.adamw_update(params, grads, exp_avgs, exp_avg_sqs, ctx.count_steps(params), **hyper)
             return
-        steps = ctx.count_steps(params)
-        for piece in adamw_pieces(params, ADAMW_PIECE_BYTES):
-            views = [params[i] if rows is None else params[i][rows[0]:rows[1]] for i, rows in piece]
-            moments = [
-                [self._store.buffers(self.state[owners[i]], key, owners[i], params[i], settings.state_dtype,
-                                     state_dtype(owners[i]), rows) for i, rows in piece]
-                for key in ("exp_avg", "exp_avg_sq")
-            ]
-            targets = [v.float() for v in views] if rounded else views
-            pl.adamw_update(targets, [grads[i] if rows is None else grads[i][rows[0]:rows[1]] for i, rows in piece],
-                            *moments, [steps[i] for i, _ in piece], **hyper)
-            self._store.flush()
-            if rounded:
-                starts = [0 if rows is None else rows[0] * (params[i].numel() // params[i].shape[0]) for i, rows in piece]
-                self._round_params(ctx, views, targets, [owners[i] for i, _ in piece], starts)
+        adamw_pieces_step(ctx, owners, params, grads, ctx.count_steps(params), rounded, **hyper)
 
     def _spectral_step(
         self,
@@ -433,55 +377,13 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
                 torch._foreach_mul_(targets, keep)
         torch._foreach_add_(targets, updates, alpha=-lr)
         if rounded:
-            self._round_params(ctx, params, targets)
-
-    def _round_params(self, ctx: StepContext, params: list[torch.Tensor], works: list[torch.Tensor],
-                      owners: list[torch.Tensor] | None = None, starts: list[int] | None = None) -> None:
-        """Write the fp32 ``works`` into the local ``params``: bf16 ones with stochastic rounding (``param_rounding``
-        "stochastic", keyed like the state's rounding), the others as they are. ``owners``/``starts`` when
-        ``params`` are slices of local parameters: their parameters and the first element's index in them."""
-        owners = owners or [ctx.owner(p) for p in params]
-        starts = starts or [0] * len(params)
-        bf16 = [i for i, p in enumerate(params) if p.dtype == torch.bfloat16]
-        self._store.round_params([params[i] for i in bf16], [works[i] for i in bf16],
-                                 [self.state[owners[i]] for i in bf16], [owners[i] for i in bf16],
-                                 [starts[i] for i in bf16])
-        for i, p in enumerate(params):
-            if p.dtype != torch.bfloat16:
-                p.copy_(works[i])
+            round_params(ctx, params, targets)
 
     def last_step_stats(self) -> dict:
-        """What the last step did, per group — cheap enough to read every step:
-
-        - ``update_rms``: RMS of the update direction per unit lr, √(Σ‖s·D‖²_F / Σ numel) over the group's
-          matrices, D the transform's output and s its shape scale (decay excluded; NorMuon's row normalization
-          keeps each block's norm, PolarGrad's ``polar_first`` scales D by ν afterwards); one reduction per
-          transformed batch, on the rank that transformed it; None for AdamW groups;
-        - ``orthogonality_error``: for one sampled block X of the group's transform output (the first block of the
-          first batch the step transforms, so a curve follows one matrix; its first ≤ 128 rows, or columns when X
-          is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
-          block's singular values are all equal (an exact polar factor, any scale); the RMS relative spread of σ²
-          otherwise. Measured on the rank that transformed the block (None where this rank transformed none);
-        - ``state_bytes``: bytes of the group's optimizer state on this rank; ``state_dtype``;
-        - at the top: ``step`` (steps taken) and ``skipped_steps`` (steps skipped on non-finite gradients), both
-          counted by this optimizer object since its construction, and ``state_bytes`` (all groups).
-
-        ``telemetry=False`` at construction leaves out the update RMS and the sample (None)."""
-        groups = []
-        for index, group in enumerate(self.param_groups):
-            settings = self.group_settings(group, index)
-            rms, ortho = self._telemetry.of(id(settings))
-            groups.append({
-                "index": index,
-                "kind": group["kind"],
-                "rule": group["rule"],
-                "state_dtype": settings.state_dtype,
-                "update_rms": rms,
-                "orthogonality_error": ortho,
-                "state_bytes": sum(sc.state_nbytes(self.state[p]) for p in group["params"] if p in self.state),
-            })
-        return {"step": self._telemetry.steps, "skipped_steps": self._telemetry.skipped,
-                "state_bytes": sum(g["state_bytes"] for g in groups), "groups": groups}
+        """What the last step did, per group (update RMS, orthogonality sample, state bytes) and in all (steps
+        taken, steps skipped, state bytes): :func:`muonlab.optim.telemetry.step_stats` gives each entry's formula."""
+        settings = [self.group_settings(group, index) for index, group in enumerate(self.param_groups)]
+        return step_stats(self._telemetry, self.param_groups, settings, self.state)
 
     def compute_updates(
         self,
@@ -493,11 +395,9 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
     ) -> list[torch.Tensor]:
         """The matrix work of one step: ``inputs[i]`` (parameter-shaped) → its scaled update.
 
-        Shape: each input is cut into blocks (:func:`muonlab.optim.pipeline.to_blocks`); blocks of equal
-        (m, n, dtype, device) across all inputs are concatenated into (B, m, n) batches (one, or on CPU a multiple of
-        the thread count and single matrices: :func:`muonlab.optim.chunks.batch_sizes`); transform: one
-        :meth:`transform` call per batch; scale: multiplied by the shape scale s(m, n) of the settings'
-        ``adjust_lr_fn``, and reassembled. ``settings``: a group's settings object, or a param-group dict
+        Shape, one :meth:`transform` call per batch of same-shape blocks, and scale, reassembled
+        (:func:`muonlab.optim.chunks.transform_batches` gives the batching and the scale s(m, n) of the settings'
+        ``adjust_lr_fn``). ``settings``: a group's settings object, or a param-group dict
         (read and checked here). Pure: no optimizer state is read or written, and ``inputs`` are not modified
         unless ``inputs_are_scratch`` (the step passes it when its moment inputs are new tensors, so that the
         iteration may use their memory) — the function the distribution runs on each matrix's owner.
@@ -506,45 +406,6 @@ class SpectralOptimizer(Optimizer, metaclass=ABCMeta):
         """
         if isinstance(settings, Mapping):
             settings = self.spectral_settings(settings, "")
-        layout = settings.blocks
-        sections = sections if sections is not None else [None] * len(inputs)
-        blocks = [pl.to_blocks(x, layout, s) for x, s in zip(inputs, sections)]
-        buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-        for i, bl in enumerate(blocks):
-            for j, b in enumerate(bl):
-                buckets[(b.shape[-2], b.shape[-1], b.dtype, b.device)].append((i, j))
-        results: list[list[torch.Tensor | None]] = [[None] * len(bl) for bl in blocks]
-        adjust_lr_fn = settings.adjust_lr_fn
-        transform = self._compiled_transform or self.transform
-        for (rows, cols, _, device), bucket in buckets.items():
-            scale = pl.shape_scale(rows, cols, adjust_lr_fn)
-            start = 0
-            for size in batch_sizes(len(bucket), device):  # on CPU: batches the threads share evenly
-                idx, start = bucket[start : start + size], start + size
-                parts = [blocks[i][j] for i, j in idx]
-                batch = parts[0] if len(parts) == 1 else torch.cat(parts)
-                # The transform may overwrite a batch that is a fresh concatenation, or the scratch inputs
-                # themselves (a view of one input is its only block here when the input is whole).
-                overwrite = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
-                out = transform(batch, settings, overwrite=overwrite)
-                if self._telemetry.sample_due:
-                    self._telemetry.sample(id(settings), out)
-                if scale != 1.0:
-                    # In place unless the transform handed back its input (Ψ₁ is the identity).
-                    out = out * scale if out is batch else out.mul_(scale)
-                if self._telemetry.active:  # inside a step: the batch's Σ‖s·D‖² (one reduction per batch)
-                    self._telemetry.add_batch(id(settings), out)
-                del batch  # a concatenated copy is scratch: free it before the next batch's
-                pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
-                for (i, j), piece in zip(idx, pieces):
-                    results[i][j] = piece
-        return [pl.from_blocks(r, x, layout) for r, x in zip(results, inputs)]
+        return transform_batches(inputs, settings, self._compiled_transform or self.transform, self._telemetry,
+                                 inputs_are_scratch=inputs_are_scratch, sections=sections)
 
-
-def matrix_blocks(p: torch.Tensor, blocks) -> MatrixBlocks | None:
-    """How the distribution sees ``p``'s blocks (``blocks``: the group's settings): the stack dims of a "batch"
-    layout, then the rows' sections."""
-    if blocks.transposed:  # its blocks are cut along the parameter's columns: computed whole on an owner
-        return None
-    batch_dims = p.dim() - 2 if p.dim() >= 3 and blocks.tensor_layout == "batch" else 0
-    return MatrixBlocks(batch_dims, pl.block_sections(p.shape[batch_dims], blocks))

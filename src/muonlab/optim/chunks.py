@@ -1,4 +1,5 @@
-"""Planning a group's step: chunks of matrices within a scratch budget, each matrix's cost, the wire dtype.
+"""A group's step in parts: chunks of matrices within a scratch budget, each matrix's cost, the wire dtype, and
+the batches of same-shape blocks each transform call takes.
 
 The step streams a group chunk by chunk (moment → transform → apply), so its extra memory is one chunk's. Plans
 are a function of the parameters with gradients, the budget and the group's settings, and are cached on those
@@ -7,14 +8,19 @@ are a function of the parameters with gradients, the budget and the group's sett
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Callable
+
 import torch
 
+from muonlab.distributed.blocks import MatrixBlocks
 from muonlab.linalg import POLAR_METHODS
 from muonlab.linalg.methods import POLAR_METHOD_REGISTRY, quintic_flops
 from muonlab.linalg.precision import iteration_dtype
 from muonlab.optim import pipeline as pl
 from muonlab.optim.settings import Blocks, PolarSettings, SpectralSettings
 from muonlab.optim.state import state_dtype
+from muonlab.optim.telemetry import Telemetry
 
 # Scratch a step may use on top of 3× the largest matrix (see scratch_budget).
 DEFAULT_SCRATCH_FLOOR = 16 * 2**20
@@ -70,6 +76,65 @@ def batch_sizes(count: int, device: torch.device) -> list[int]:
     remainder = count % threads
     whole = count - remainder
     return ([whole] if whole else []) + [1] * remainder
+
+
+def transform_batches(
+    inputs: list[torch.Tensor],
+    settings: SpectralSettings,
+    transform: Callable[..., torch.Tensor],
+    telemetry: Telemetry,
+    *,
+    inputs_are_scratch: bool = False,
+    sections: list | None = None,
+) -> list[torch.Tensor]:
+    """Each parameter-shaped ``inputs[i]`` → its scaled update, in batches of same-shape blocks.
+
+    Shape: each input is cut into blocks (:func:`muonlab.optim.pipeline.to_blocks`, along ``sections[i]`` when
+    given); blocks of equal (m, n, dtype, device) across all inputs are concatenated into (B, m, n) batches (one, or
+    on CPU a multiple of the thread count and single matrices: :func:`batch_sizes`); transform: one
+    ``transform(batch, settings, overwrite=...)`` call per batch; scale: multiplied by the shape scale s(m, n) of the
+    settings' ``adjust_lr_fn``, and reassembled. ``telemetry`` samples the step's first output and, inside a step,
+    adds each batch's Σ‖s·D‖². ``inputs`` are not modified unless ``inputs_are_scratch``."""
+    layout = settings.blocks
+    sections = sections if sections is not None else [None] * len(inputs)
+    blocks = [pl.to_blocks(x, layout, s) for x, s in zip(inputs, sections)]
+    buckets: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for i, bl in enumerate(blocks):
+        for j, b in enumerate(bl):
+            buckets[(b.shape[-2], b.shape[-1], b.dtype, b.device)].append((i, j))
+    results: list[list[torch.Tensor | None]] = [[None] * len(bl) for bl in blocks]
+    for (rows, cols, _, device), bucket in buckets.items():
+        scale = pl.shape_scale(rows, cols, settings.adjust_lr_fn)
+        start = 0
+        for size in batch_sizes(len(bucket), device):  # on CPU: batches the threads share evenly
+            idx, start = bucket[start : start + size], start + size
+            parts = [blocks[i][j] for i, j in idx]
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+            # The transform may overwrite a batch that is a fresh concatenation, or the scratch inputs
+            # themselves (a view of one input is its only block here when the input is whole).
+            overwrite = len(parts) > 1 or (inputs_are_scratch and len(blocks[idx[0][0]]) == 1)
+            out = transform(batch, settings, overwrite=overwrite)
+            if telemetry.sample_due:
+                telemetry.sample(id(settings), out)
+            if scale != 1.0:
+                # In place unless the transform handed back its input (Ψ₁ is the identity).
+                out = out * scale if out is batch else out.mul_(scale)
+            if telemetry.active:  # inside a step: the batch's Σ‖s·D‖² (one reduction per batch)
+                telemetry.add_batch(id(settings), out)
+            del batch  # a concatenated copy is scratch: free it before the next batch's
+            pieces = out.split([p.shape[0] for p in parts]) if len(parts) > 1 else (out,)
+            for (i, j), piece in zip(idx, pieces):
+                results[i][j] = piece
+    return [pl.from_blocks(r, x, layout) for r, x in zip(results, inputs)]
+
+
+def matrix_blocks(p: torch.Tensor, blocks) -> MatrixBlocks | None:
+    """How the distribution sees ``p``'s blocks (``blocks``: the group's settings): the stack dims of a "batch"
+    layout, then the rows' sections."""
+    if blocks.transposed:  # its blocks are cut along the parameter's columns: computed whole on an owner
+        return None
+    batch_dims = p.dim() - 2 if p.dim() >= 3 and blocks.tensor_layout == "batch" else 0
+    return MatrixBlocks(batch_dims, pl.block_sections(p.shape[batch_dims], blocks))
 
 
 def block_cost(sections, polar: PolarSettings | None) -> float:

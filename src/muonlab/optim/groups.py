@@ -195,3 +195,26 @@ def check_matrices(group: Mapping, blocks: Blocks, where: str) -> None:
             pl.block_shapes(p.shape, blocks)
         except ValueError as err:
             raise ValueError(f"{where}{label(group, i)}: {err}") from None
+
+
+def with_grads(
+    param_groups: list[dict], optimizer: str
+) -> tuple[list[tuple[dict, list[torch.Tensor]]], list[torch.Tensor]]:
+    """A step's work: each group with its parameters that have a gradient, and all those gradients in order. A sparse
+    gradient is refused (``optimizer`` names the optimizer in the message)."""
+    work: list[tuple[dict, list[torch.Tensor]]] = []
+    grads: list[torch.Tensor] = []
+    for group in param_groups:
+        params = []
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{optimizer} does not support sparse gradients; {label(group, i)} has one "
+                    "(use nn.Embedding(sparse=False))"
+                )
+            params.append(p)
+            grads.append(p.grad)
+        work.append((group, params))
+    return work, grads

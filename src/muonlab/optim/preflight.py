@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from muonlab.optim.base import SpectralOptimizer, matrix_blocks
-from muonlab.optim.chunks import wire_dtype
+from muonlab.optim.base import SpectralOptimizer
+from muonlab.optim.chunks import matrix_blocks, wire_dtype
 from muonlab.optim.state import local, state_dtype
 
 

@@ -93,7 +93,7 @@ def rounds_params(settings, params: list[torch.Tensor]) -> bool:
     return settings.param_rounding == "stochastic" and any(p.dtype == torch.bfloat16 for p in params)
 
 
-# fp32 bytes of one moment the AdamW part decodes at once from bf16/int8 state (see SpectralOptimizer._adamw_step)
+# fp32 bytes of one moment the AdamW part decodes at once from bf16/int8 state (see muonlab.optim.low_precision.adamw_pieces_step)
 ADAMW_PIECE_BYTES = 4 * 2**20
 
 

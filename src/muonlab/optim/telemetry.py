@@ -7,7 +7,11 @@ host synchronization.
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import torch
+
+from muonlab.optim.state_codec import state_nbytes
 
 # rows (or columns) of the sampled block whose Gram matrix the telemetry measures
 TELEMETRY_SAMPLE = 128
@@ -67,3 +71,38 @@ class Telemetry:
         count = self.counts.get(key)
         rms = None if not count else float(self.sums[key]) ** 0.5 / count**0.5
         return rms, float(self.ortho[key]) if key in self.sampled else None
+
+
+def step_stats(telemetry: Telemetry, groups: Sequence[Mapping], settings: Sequence, state: Mapping) -> dict:
+    """What an optimizer's last step did (its ``last_step_stats()``), per group — cheap enough to read every step:
+
+    - ``update_rms``: RMS of the update direction per unit lr, √(Σ‖s·D‖²_F / Σ numel) over the group's
+      matrices, D the transform's output and s its shape scale (decay excluded; NorMuon's row normalization
+      keeps each block's norm, PolarGrad's ``polar_first`` scales D by ν afterwards); one reduction per
+      transformed batch, on the rank that transformed it; None for AdamW groups;
+    - ``orthogonality_error``: for one sampled block X of the group's transform output (the first block of the
+      first batch the step transforms, so a curve follows one matrix; its first ≤ 128 rows, or columns when X
+      is tall), ‖XXᵀ/τ − I‖_F/√k with τ = tr(XXᵀ)/k: 0 when the
+      block's singular values are all equal (an exact polar factor, any scale); the RMS relative spread of σ²
+      otherwise. Measured on the rank that transformed the block (None where this rank transformed none);
+    - ``state_bytes``: bytes of the group's optimizer state on this rank; ``state_dtype``;
+    - at the top: ``step`` (steps taken) and ``skipped_steps`` (steps skipped on non-finite gradients), both
+      counted by this optimizer object since its construction, and ``state_bytes`` (all groups).
+
+    ``telemetry=False`` at construction leaves out the update RMS and the sample (None).
+    ``groups``: the optimizer's param groups, ``settings``: each one's settings object, ``state``: its state.
+    """
+    stats = []
+    for index, (group, group_settings) in enumerate(zip(groups, settings)):
+        rms, ortho = telemetry.of(id(group_settings))
+        stats.append({
+            "index": index,
+            "kind": group["kind"],
+            "rule": group["rule"],
+            "state_dtype": group_settings.state_dtype,
+            "update_rms": rms,
+            "orthogonality_error": ortho,
+            "state_bytes": sum(state_nbytes(state[p]) for p in group["params"] if p in state),
+        })
+    return {"step": telemetry.steps, "skipped_steps": telemetry.skipped,
+            "state_bytes": sum(g["state_bytes"] for g in stats), "groups": stats}
