@@ -7,12 +7,12 @@ one-process training computed in the test process. The model is :class:`muonlab.
 from __future__ import annotations
 
 import os
-import traceback
 
 import torch
 import torch.distributed as dist
 
 from muonlab.distributed import llama
+from tests.distributed.scenarios import run_scenarios
 
 CONFIG = llama.LlamaConfig(vocab=32, dim=16, heads=4, hidden=32, layers=2)
 BATCH, LENGTH = 4, 8
@@ -304,12 +304,5 @@ SCENARIOS = {
 
 
 def mesh_scenarios(rank: int, world_size: int, root: str) -> dict:
-    """Run every scenario; an exception in one is recorded (with traceback) instead of killing the others."""
-    results = {}
-    for name, scenario in dict(SCENARIOS, checkpoint=lambda r, w: checkpoint_scenario(r, w, root)).items():
-        try:
-            results[name] = scenario(rank, world_size)
-        except Exception:  # reported by the test that reads this scenario
-            results[name] = {"error": traceback.format_exc()}
-        dist.barrier()
-    return results
+    """Every scenario of this module, the checkpoint chain writing under ``root``."""
+    return run_scenarios(dict(SCENARIOS, checkpoint=lambda r, w: checkpoint_scenario(r, w, root)), rank, world_size)

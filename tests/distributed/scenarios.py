@@ -70,9 +70,13 @@ def comm_scenario(rank: int, world_size: int) -> dict:
 
 
 def all_scenarios(rank: int, world_size: int) -> dict:
+    return run_scenarios(SCENARIOS, rank, world_size)
+
+
+def run_scenarios(scenarios: dict, rank: int, world_size: int) -> dict:
     """Run every scenario; an exception in one is recorded (with traceback) instead of killing the others."""
     results = {}
-    for name, scenario in SCENARIOS.items():
+    for name, scenario in scenarios.items():
         try:
             results[name] = scenario(rank, world_size)
         except Exception:  # reported by the test that reads this scenario
