@@ -72,6 +72,46 @@ def test_stochastic_rounding_keeps_nonfinite_and_zero():
     assert out[3] == 0 and out[4] == 0
 
 
+def test_stochastic_rounding_keeps_every_nan_pattern():
+    # NaNs whose top mantissa bits are zero, or whose pattern is near the int32 wrap, would turn into ±Inf or ±0
+    # if the random bits were added to them; ±Inf and ∞ − ∞ (a NaN sum, no NaN input) must not be touched
+    patterns = [0x7F800001, 0x7F80FFFF, 0x7FFFFFFF, 0x7FC00000, 0xFF800001, 0xFFFFFFFF, 0xFFFF0000]
+    nans = torch.tensor([v - (1 << 32) if v >= 1 << 31 else v for v in patterns], dtype=torch.int32).view(torch.float32)
+    assert bool(nans.isnan().all())
+    x = torch.cat([torch.randn(3000, generator=torch.Generator().manual_seed(3)), nans])
+    for key in range(20):
+        out = sr.stochastic_round_bf16(x, key=key).float()
+        assert bool(out[-len(patterns):].isnan().all()) and not bool(out[:-len(patterns)].isnan().any())
+    infs = torch.tensor([float("inf"), -float("inf"), 1.0, -2.5])
+    assert torch.equal(sr.stochastic_round_bf16(infs, key=4).float(), infs)
+
+
+def test_noise_table_is_exactly_uniform_and_the_same_everywhere():
+    table = sr.noise_table()
+    assert table.dtype == torch.int32 and table.numel() == sr.WINDOW
+    counts = torch.bincount(table, minlength=1 << 16)
+    assert counts.numel() == 1 << 16 and bool((counts == sr.WINDOW >> 16).all())  # each 16-bit value equally often
+    sr._TABLES.clear()  # rebuilt from integer ops alone: the same table
+    assert torch.equal(sr.noise_table(), table)
+
+
+@pytest.mark.parametrize("offset", [sr.WINDOW - 700, 3 * sr.WINDOW - 1, (1 << 31) - 500, (1 << 40) + 12345])
+def test_rounding_across_windows_and_large_offsets_matches_any_split(offset):
+    # the bits are a function of the global index alone: any split of a range (windows, table wrap-around, indices
+    # past 2³¹) gives the same result as the whole range
+    x = torch.randn(3000, generator=torch.Generator().manual_seed(4))
+    key = sr.rounding_key(2, 9)
+    whole = sr.stochastic_round_bf16(x, key, offset=offset).view(torch.int16)
+    for cut in (1, 699, 700, 701, 2999):
+        parts = [sr.stochastic_round_bf16(x[:cut], key, offset=offset),
+                 sr.stochastic_round_bf16(x[cut:], key, offset=offset + cut)]
+        assert torch.equal(torch.cat(parts).view(torch.int16), whole)
+    bits = sr.random_bits16(3000, key, offset)
+    assert torch.equal(torch.cat([sr.random_bits16(5, key, offset), sr.random_bits16(2995, key, offset + 5)]), bits)
+    other = sr.random_bits16(3000, sr.rounding_key(2, 10), offset)  # another key: other bits
+    assert float((bits == other).double().mean()) < 0.01
+
+
 def test_random_bits_are_uniform():
     bits = sr.random_bits16(1 << 16, key=sr.rounding_key(1, 2))
     assert int(bits.min()) >= 0 and int(bits.max()) < 1 << 16

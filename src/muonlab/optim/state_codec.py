@@ -23,9 +23,9 @@ encodes it back.
     m/(√v + ε) cannot blow up from quantization. 0-/1-D tensors (biases, gains: a few KB) keep fp32 state.
 
 The random bits of stochastic rounding come from a counter-based generator
-(:func:`muonlab.optim.stochastic_rounding.random_bits16`): a hash of (key, element index), where the key mixes the
-optimizer's rounding seed, the parameter's index, the state slot and the step count (all Python ints kept in the
-optimizer state). No generator state is stored, the bits do not depend on how the tensor is sharded (the element
+(:func:`muonlab.optim.stochastic_rounding.random_bits16`): a fixed table of exactly uniform 16-bit values read at
+a rotation that hashes (key, element index ÷ 2²⁰), where the key mixes the optimizer's rounding seed, the parameter's
+index, the state slot and the step count (all Python ints kept in the optimizer state). No generator state is stored, the bits do not depend on how the tensor is sharded (the element
 index is global), and a resumed run draws exactly the bits of the run that never stopped. Same seed, same step →
 same bits, on any device.
 """

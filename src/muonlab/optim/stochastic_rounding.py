@@ -1,17 +1,25 @@
-"""bf16 stochastic rounding from counter-based random bits (:mod:`muonlab.optim.state_codec` stores state with it).
+"""bf16 stochastic rounding with counter-based random bits (:mod:`muonlab.optim.state_codec` stores state with it).
 
-The random bits come from a hash of (key, element index) (:func:`random_bits16`), where the key mixes the
-optimizer's rounding seed, the parameter's index, the state slot and the step count (:func:`rounding_key`). No
-generator state is stored, the bits do not depend on how the tensor is sharded (the element index is global), and a
-resumed run draws exactly the bits of the run that never stopped. Same seed, same step → same bits, on any device.
+The 16 random bits of element i (its index in the whole tensor) under a key come from one fixed table of
+:data:`WINDOW` = 2²⁰ entries in which every 16-bit value appears exactly 16 times, in a hashed order
+(:func:`noise_table`). Global indices are cut into windows of :data:`WINDOW`; window w reads the table rotated by
+a hash of (key, w) (:func:`window_rotation`): bits(i) = table[(i mod W + rotation(key, i div W)) mod W]. The key
+mixes the optimizer's rounding seed, the parameter's index, the state slot and the step count
+(:func:`rounding_key`), so each step every element reads an unrelated table entry: over the key, its bits are exactly
+uniform and the rounding exactly unbiased. No generator state is stored, the bits do not depend on how the tensor is
+sharded (the index is global), and a resumed run draws exactly the bits of the run that never stopped. Same seed,
+same step → same bits, on any device.
+
+Why a table and not a hash per element: reading a precomputed table costs one add per element, where hashing each
+index (arange, two multiplies, three xor-shifts) made the bf16 state's encoding ten times dearer and its step slower
+than fp32 state's (BENCHMARKS.md, issue 22).
 """
 
 from __future__ import annotations
 
 import torch
 
-# elements the encoders (this rounding, the int8 codes) process at once: bounds their int64/fp32 temporaries
-# (≤ 8 MiB each)
+# elements the int8 encoders process at once: bounds their int64/fp32 temporaries (≤ 8 MiB each)
 SLICE_ELEMENTS = 1 << 20
 
 
@@ -20,14 +28,17 @@ def slice_elements(device: torch.device) -> int:
     return SLICE_ELEMENTS
 
 
+WINDOW_BITS = 20
+WINDOW = 1 << WINDOW_BITS  # table entries (int32: 4 MiB per device), and the global indices sharing one rotation
+
 _MASK32 = 0xFFFFFFFF
 # odd multipliers below 2³¹, so that a 32-bit value times one stays below 2⁶³ (no int64 overflow)
 _MUL1, _MUL2 = 0x7FEB352D, 0x68E31DA5
-_WEYL = 0x2C1B3C6D  # odd: i ↦ i·_WEYL is a bijection mod 2³²
+_TABLES: dict[torch.device, torch.Tensor] = {}
 
 
 def _mix32_int(x: int) -> int:
-    """A 32-bit integer hash (xor-shift-multiply avalanche) of a Python int, for keys."""
+    """A 32-bit integer hash (xor-shift-multiply avalanche) of a Python int, for keys; a bijection of 32-bit ints."""
     x &= _MASK32
     x ^= x >> 16
     x = (x * _MUL1) & _MASK32
@@ -35,6 +46,15 @@ def _mix32_int(x: int) -> int:
     x = (x * _MUL2) & _MASK32
     x ^= x >> 16
     return x
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_mix32_int` of every entry of an int64 tensor of 32-bit values."""
+    x = x ^ (x >> 16)
+    x = (x * _MUL1) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * _MUL2) & _MASK32
+    return x ^ (x >> 16)
 
 
 def rounding_key(seed: int, *ids: int) -> int:
@@ -46,48 +66,68 @@ def rounding_key(seed: int, *ids: int) -> int:
     return key
 
 
-def _as_int32(value: int) -> int:
-    value &= _MASK32
-    return value - (1 << 32) if value >= 1 << 31 else value
+def noise_table(device=None) -> torch.Tensor:
+    """The :data:`WINDOW` 16-bit values (int32) that the rounding reads: the low 16 bits of the permutation of
+    0 … W − 1 that sorts the indices by their hash, so each 16-bit value appears exactly W / 2¹⁶ = 16 times. Built
+    once on the CPU from integer ops alone (the same on every machine and torch version), copied once per device."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    table = _TABLES.get(device)
+    if table is None:
+        if (cpu := _TABLES.get(torch.device("cpu"))) is None:
+            hashes = _mix32(torch.arange(WINDOW, dtype=torch.int64))  # distinct (a bijection): no ties to break
+            cpu = _TABLES[torch.device("cpu")] = (torch.argsort(hashes) & 0xFFFF).to(torch.int32)
+        table = _TABLES[device] = cpu.to(device)
+    return table
+
+
+def window_rotation(key: int, window: int) -> int:
+    """Where window ``window`` of global indices starts reading the table under ``key``."""
+    return _mix32_int(key ^ _mix32_int(window ^ 0x5BD1E995)) & (WINDOW - 1)
+
+
+def table_runs(key: int, offset: int, numel: int):
+    """(first position, table index, length) of the contiguous table runs that give the bits of global indices
+    offset … offset + numel − 1: a new run where a window ends or the rotated table wraps around."""
+    pos = 0
+    while pos < numel:
+        index = offset + pos
+        within = index & (WINDOW - 1)
+        at = (within + window_rotation(key, index >> WINDOW_BITS)) & (WINDOW - 1)
+        length = min(numel - pos, WINDOW - within, WINDOW - at)
+        yield pos, at, length
+        pos += length
 
 
 def random_bits16(numel: int, key: int, offset: int = 0, device=None) -> torch.Tensor:
-    """16 uniform random bits (int32 in [0, 2¹⁶)) for each element index offset … offset + numel − 1 under ``key``:
-    the top half of a 32-bit hash of (index, key). A pure function of its arguments.
-
-    The hash runs in int32 with wrapping multiplies (the cheapest integer ops on every device): h = i·A + key,
-    then h ^= h ≫ 15, h ·= B, h ^= h ≫ 16 (logical shifts, i.e. arithmetic ones masked). Index i·A alone is a
-    Weyl sequence (evenly spread bits within a tensor); the key, a hash of the step, moves every element to an
-    unrelated point each step; the xor-shift-multiply mixes the top bits that are used."""
-    if offset + numel <= 1 << 31:
-        h = torch.arange(offset, offset + numel, dtype=torch.int32, device=device)
-    else:  # indices past 2³¹: fold the high word in, then wrap to int32
-        wide = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
-        wide = (wide & _MASK32) ^ (((wide >> 32) * _MUL2) & _MASK32)
-        h = torch.where(wide >= 1 << 31, wide - (1 << 32), wide).to(torch.int32)
-    h.mul_(_WEYL).add_(_as_int32(key))
-    h.bitwise_xor_((h >> 15).bitwise_and_(0x1FFFF))
-    h.mul_(_as_int32(_MUL1))
-    h.bitwise_xor_((h >> 16).bitwise_and_(0xFFFF))
-    return (h >> 16).bitwise_and_(0xFFFF)
+    """16 uniform random bits (int32 in [0, 2¹⁶)) for each element index offset … offset + numel − 1 under ``key``
+    (module docstring). A pure function of its arguments."""
+    table = noise_table(device)
+    runs = [table[at:at + length] for _, at, length in table_runs(key, offset, numel)]
+    return torch.cat(runs) if runs else torch.empty(0, dtype=torch.int32, device=table.device)
 
 
 def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 → bf16 with stochastic rounding: adding 16 random bits to the fp32 bit pattern and truncating rounds
     |x| up with probability (low 16 bits)/2¹⁶, i.e. exactly its distance to the bf16 value below — unbiased.
     Values already in bf16 are unchanged; NaN stays NaN, ±Inf stays ±Inf. ``offset``: the global index of x's
-    first element (a shard's), so that a sharded tensor rounds as the whole one would. Works slice by slice."""
+    first element (a shard's), so that a sharded tensor rounds as the whole one would. Works one table run at a
+    time (≤ :data:`WINDOW` elements: 4 MiB of int32 temporaries)."""
     if x.dtype != torch.float32:
         x = x.float()
     flat = x.reshape(-1)
     if out is None:
         out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
     out_flat = out.view(-1)
-    size = slice_elements(x.device)
-    for start in range(0, flat.numel(), size):
-        part = flat[start:start + size]
+    out_bits = out_flat.view(torch.int16)
+    table = noise_table(x.device)
+    for pos, at, length in table_runs(key, offset, flat.numel()):
+        part = flat[pos:pos + length]
         # int32 bits + < 2¹⁶ cannot overflow except from NaN patterns (0x7FFF….), which are put back below
-        bits = random_bits16(part.numel(), key, offset + start, part.device).add_(part.view(torch.int32))
-        rounded = (bits >> 16).to(torch.int16).view(torch.bfloat16)  # the signed top half: sign, exponent, 7 bits
-        out_flat[start:start + size] = torch.where(part.isnan(), part.to(torch.bfloat16), rounded)
+        bits = torch.add(part.view(torch.int32), table[at:at + length])
+        bits >>= 16  # the signed top half: sign, exponent, 7 bits of mantissa
+        out_bits[pos:pos + length] = bits
+        # a NaN check costs 10 adds on the CPU, a sum one (it is NaN if an input is; ∞ − ∞ only costs the check);
+        # on other devices the mask is cheap and a host-side test would wait for the device
+        if x.device.type != "cpu" or bool(part.sum().isnan()):
+            out_flat[pos:pos + length].masked_fill_(part.isnan(), float("nan"))
     return out
