@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -110,6 +111,23 @@ def test_rounding_across_windows_and_large_offsets_matches_any_split(offset):
     assert torch.equal(torch.cat([sr.random_bits16(5, key, offset), sr.random_bits16(2995, key, offset + 5)]), bits)
     other = sr.random_bits16(3000, sr.rounding_key(2, 10), offset)  # another key: other bits
     assert float((bits == other).double().mean()) < 0.01
+
+
+def test_fused_rounding_gives_the_eager_bits(monkeypatch):
+    # the one-kernel path (torch.compile; the default on CUDA) computes each element's window, rotation and table
+    # entry from its index: the same bits as the eager path's runs, across windows, wrap-arounds and NaNs
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("inductor needs a C++ compiler on the CPU")
+    monkeypatch.setitem(sr._FUSED, "failed", None)
+    x = torch.randn(2 * sr.WINDOW + 333, generator=torch.Generator().manual_seed(6))
+    x[::997] = float("nan")
+    x[5], x[6] = float("inf"), -float("inf")
+    eager = {offset: sr.stochastic_round_bf16(x, key=21, offset=offset) for offset in (0, sr.WINDOW - 9, 1 << 40)}
+    monkeypatch.setattr(sr, "FUSED_DEVICES", {"cpu"})
+    for offset, reference in eager.items():
+        fused = sr.stochastic_round_bf16(x, key=21, offset=offset)
+        assert sr._FUSED["failed"] is None, sr._FUSED["failed"]
+        assert torch.equal(fused.view(torch.int16), reference.view(torch.int16))
 
 
 def test_random_bits_are_uniform():

@@ -28,6 +28,19 @@ def test_codecs_give_the_cpu_bits_on_cuda():
         assert torch.allclose(back, i8.dequantize_blockwise(codes, scales, signed), rtol=0.02, atol=0)
 
 
+def test_fused_rounding_runs_on_cuda_and_gives_the_eager_bits(monkeypatch):
+    monkeypatch.setitem(sr._FUSED, "failed", None)
+    x = torch.randn(3 * sr.WINDOW + 77, generator=torch.Generator().manual_seed(1)).cuda()
+    x[::1001] = float("nan")
+    for offset in (0, sr.WINDOW - 5, (1 << 31) + 3):
+        fused = sr.stochastic_round_bf16(x, key=11, offset=offset)
+        assert sr._FUSED["failed"] is None  # the compiled kernel ran (no fallback)
+        with monkeypatch.context() as eager:
+            eager.setattr(sr, "FUSED_DEVICES", set())
+            reference = sr.stochastic_round_bf16(x, key=11, offset=offset)
+        assert torch.equal(fused.view(torch.int16), reference.view(torch.int16))
+
+
 @pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
 def test_low_precision_state_and_bf16_parameters_train_on_cuda(fmt):
     losses = {}

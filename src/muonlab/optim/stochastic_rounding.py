@@ -17,6 +17,8 @@ than fp32 state's (BENCHMARKS.md, issue 22).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 # elements the int8 encoders process at once: bounds their int64/fp32 temporaries (≤ 8 MiB each)
@@ -49,7 +51,8 @@ def _mix32_int(x: int) -> int:
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """:func:`_mix32_int` of every entry of an int64 tensor of 32-bit values."""
+    """:func:`_mix32_int` of every entry of an int64 tensor."""
+    x = x & _MASK32
     x = x ^ (x >> 16)
     x = (x * _MUL1) & _MASK32
     x = x ^ (x >> 15)
@@ -106,18 +109,54 @@ def random_bits16(numel: int, key: int, offset: int = 0, device=None) -> torch.T
     return torch.cat(runs) if runs else torch.empty(0, dtype=torch.int32, device=table.device)
 
 
+# devices on which the rounding runs as one compiled kernel per tensor (:func:`fused_round_bf16`): on a GPU the eager
+# path's five small kernels per table run are launch-bound; on the CPU they run at memory speed with no compile wait
+FUSED_DEVICES = {"cuda"}
+_FUSED = {"kernel": None, "failed": None}
+
+
+def _round_whole(x: torch.Tensor, table: torch.Tensor, key: int, offset: int) -> torch.Tensor:
+    """The rounding of a flat fp32 ``x`` in one expression (what :func:`fused_round_bf16` compiles): each element's
+    window, rotation and table entry computed from its global index, as :func:`table_runs` does run by run."""
+    index = torch.arange(x.numel(), dtype=torch.int64, device=x.device) + offset
+    rotation = _mix32(_mix32((index >> WINDOW_BITS) ^ 0x5BD1E995) ^ key) & (WINDOW - 1)
+    noise = table[((index & (WINDOW - 1)) + rotation) & (WINDOW - 1)]
+    bits = ((x.view(torch.int32) + noise) >> 16).to(torch.int16).view(torch.bfloat16)
+    return bits.masked_fill(x.isnan(), float("nan"))
+
+
+def fused_round_bf16(x: torch.Tensor, key: int, offset: int) -> torch.Tensor | None:
+    """:func:`stochastic_round_bf16` of a flat fp32 ``x`` by one ``torch.compile``d kernel (bit for bit the same),
+    or None where it cannot compile (then the caller runs the eager path; the reason is warned once)."""
+    if _FUSED["failed"] is not None:
+        return None
+    if _FUSED["kernel"] is None:
+        _FUSED["kernel"] = torch.compile(_round_whole, dynamic=True, fullgraph=True)
+    try:
+        return _FUSED["kernel"](x, noise_table(x.device), key, offset)
+    except Exception as err:  # no compiler or backend for this device: the eager path is exact too
+        _FUSED["failed"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        warnings.warn(f"muonlab: fused stochastic rounding unavailable ({_FUSED['failed']}); using the eager path",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
 def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 → bf16 with stochastic rounding: adding 16 random bits to the fp32 bit pattern and truncating rounds
     |x| up with probability (low 16 bits)/2¹⁶, i.e. exactly its distance to the bf16 value below — unbiased.
     Values already in bf16 are unchanged; NaN stays NaN, ±Inf stays ±Inf. ``offset``: the global index of x's
     first element (a shard's), so that a sharded tensor rounds as the whole one would. Works one table run at a
-    time (≤ :data:`WINDOW` elements: 4 MiB of int32 temporaries)."""
+    time (≤ :data:`WINDOW` elements: 4 MiB of int32 temporaries), or on :data:`FUSED_DEVICES` in one compiled
+    kernel (:func:`fused_round_bf16`; the same bits)."""
     if x.dtype != torch.float32:
         x = x.float()
     flat = x.reshape(-1)
     if out is None:
         out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
     out_flat = out.view(-1)
+    if x.device.type in FUSED_DEVICES and flat.numel() and (whole := fused_round_bf16(flat, key, offset)) is not None:
+        out_flat.copy_(whole)
+        return out
     out_bits = out_flat.view(torch.int16)
     table = noise_table(x.device)
     for pos, at, length in table_runs(key, offset, flat.numel()):
