@@ -109,9 +109,11 @@ def random_bits16(numel: int, key: int, offset: int = 0, device=None) -> torch.T
     return torch.cat(runs) if runs else torch.empty(0, dtype=torch.int32, device=table.device)
 
 
-# devices on which the rounding runs as one compiled kernel per tensor (:func:`fused_round_bf16`): on a GPU the eager
-# path's five small kernels per table run are launch-bound; on the CPU they run at memory speed with no compile wait
+# devices on which tensors of ≥ FUSED_MIN_ELEMENTS round in one compiled kernel (:func:`fused_round_bf16`): on a GPU
+# the eager path's five small kernels per table run are bound by their launches, and a compiled call costs about
+# two runs' launches (BENCHMARKS.md); on the CPU the eager kernels run at memory speed with no compile wait
 FUSED_DEVICES = {"cuda"}
+FUSED_MIN_ELEMENTS = WINDOW
 _FUSED = {"kernel": None, "failed": None}
 
 
@@ -146,15 +148,16 @@ def stochastic_round_bf16(x: torch.Tensor, key: int, offset: int = 0, out: torch
     |x| up with probability (low 16 bits)/2¹⁶, i.e. exactly its distance to the bf16 value below — unbiased.
     Values already in bf16 are unchanged; NaN stays NaN, ±Inf stays ±Inf. ``offset``: the global index of x's
     first element (a shard's), so that a sharded tensor rounds as the whole one would. Works one table run at a
-    time (≤ :data:`WINDOW` elements: 4 MiB of int32 temporaries), or on :data:`FUSED_DEVICES` in one compiled
-    kernel (:func:`fused_round_bf16`; the same bits)."""
+    time (≤ :data:`WINDOW` elements: 4 MiB of int32 temporaries), or, on :data:`FUSED_DEVICES` and from
+    :data:`FUSED_MIN_ELEMENTS` elements, in one compiled kernel (:func:`fused_round_bf16`; the same bits)."""
     if x.dtype != torch.float32:
         x = x.float()
     flat = x.reshape(-1)
     if out is None:
         out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
     out_flat = out.view(-1)
-    if x.device.type in FUSED_DEVICES and flat.numel() and (whole := fused_round_bf16(flat, key, offset)) is not None:
+    if (x.device.type in FUSED_DEVICES and flat.numel() >= FUSED_MIN_ELEMENTS
+            and (whole := fused_round_bf16(flat, key, offset)) is not None):
         out_flat.copy_(whole)
         return out
     out_bits = out_flat.view(torch.int16)
