@@ -48,6 +48,7 @@ step); it is the ``"auto"`` choice on CUDA for powers ``"gram"`` does not cover.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import Sequence
 
@@ -68,7 +69,7 @@ NEWTON_CHECK_EVERY = 8
 
 # "gram": at most 4 stages, so p must be a multiple of 1/8 (r = (1 − p)/2 a multiple of 1/16).
 GRAM_MAX_STAGES = 4
-GRAM_STAGE_STEPS = (5, 3, 3, 3)
+GRAM_STAGE_STEPS = (5, 3, 2, 2)
 GRAM_SAFETY = 1.01  # as Polar Express: each step's polynomial is optimal on [ℓ, 1.01u]
 # Greedy schedules for the later stages, derived by
 # muonlab.linalg.schedules.derive_schedule(lower bound, steps) (tests check the tables against it).
@@ -88,14 +89,15 @@ STAGE2_COEFFICIENTS: tuple[it.Coefficients, ...] = (
     (1.8980380552935079, -1.2650756269550252, 0.36785208896808663),
     (1.865752271341847, -1.2315282390781355, 0.3657763319320471),
 )
-STAGE3_LOWER_BOUND = 0.1
+STAGE3_LOWER_BOUND = 0.25
 STAGE3_COEFFICIENTS: tuple[it.Coefficients, ...] = (
-    (5.566726627257001, -13.545439699470412, 9.315101981467196),
-    (2.1248241613521412, -1.4881356974854405, 0.3886020169238692),
-    (1.8703501958549367, -1.2360285776877158, 0.36573946300636734),
+    (3.7904467178821473, -6.98355998152711, 4.304545360625265),
+    (1.8923751486043237, -1.2591403091123552, 0.36737314956653816),
 )
 CLASSIC_QUINTIC: it.Coefficients = it.POLAR_EXPRESS_COEFFICIENTS[-1]
 PSD_SHIFT_ULPS = 1.0  # see psd_inverse_sqrt
+PEAK_GRID_POINTS = 20001  # schedule_peak's grid on [0, 1]
+PEAK_MARGIN = 1e-4  # the grid's maximum is below the true one by O(spacing²·|φ''|), far less than this
 
 
 def _check_p(p: object) -> float:
@@ -219,10 +221,16 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
     bits = [(r.numerator >> (stages - i)) & 1 for i in range(1, stages + 1)]  # r = Σ bᵢ 2^{−i}
     amax = it.max_abs(x).clamp_min(torch.finfo(x.dtype).tiny)
     y = x / amax
-    h = _first_stage(y, stage_steps[0])
+    schedule = it.gram_norm_schedule(stage_steps[0])
+    h, square = _first_stage(y, schedule)
+    # Stage i's scale c_i bounds λ_max(H_{i−1}) from stage i−1's (module docstring, "Scales"):
+    # c₂ = 1.01²·φ₁·‖GGᵀ‖_F^{1/2}, c_i = 1.01·φ_{i−1}·√c_{i−1}, φ the schedule's peak on [0, 1].
+    norm = torch.linalg.matrix_norm(square, keepdim=True).sqrt()
+    scale = GRAM_SAFETY**2 * schedule_peak(schedule) * torch.where(norm > 0, norm, torch.ones_like(norm))
     out = y
     for stage in range(2, stages + 1):
-        q = psd_inverse_sqrt(h, stage_schedule(stage, stage_steps[stage - 1]))
+        schedule = stage_schedule(stage, stage_steps[stage - 1])
+        q = _inverse_sqrt(h, square, scale, schedule)
         if bits[stage - 1]:
             # Applied to y one at a time, earliest stage first: on G's (numerically) null directions
             # each Qᵢ is large (Π a/√c, its bounded stand-in for λ^{−1/2} = ∞), and rounding couples
@@ -232,26 +240,53 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
             # float32 G, p = ¼, erred 27% with the product Q₂Q₃ formed first, 0.5% this way.
             out = it.left_multiply(q, out)  # in y's layout: a tall G's Ψ_p comes back contiguous
         if stage < stages:
-            h = _symmetric(torch.bmm(h, q))
+            # H_i = H_{i−1}Qᵢ = A^{2^{−i}}, and H_i² = H_{i−1}: the next stage's square costs no product.
+            square, h = h, _symmetric(torch.bmm(h, q))
+            scale = GRAM_SAFETY * schedule_peak(schedule) * scale.sqrt()
     return out * amax.pow(p) if out is y else out.mul_(amax.pow(p))
 
 
-def _first_stage(y: torch.Tensor, steps: int) -> torch.Tensor:
-    """H₁ ≈ (y yᵀ)^{1/2} = y Uᵀ for a wide batch y, U ≈ polar(y) by Muon's default polar iteration.
+@functools.lru_cache(maxsize=None)
+def _peak(schedule: tuple[it.Coefficients, ...]) -> float:
+    s = torch.linspace(0.0, 1.0, PEAK_GRID_POINTS, dtype=torch.float64)
+    for a, b, c in schedule:
+        s = s * (a + s * s * (b + c * s * s))
+    return float(s.max()) * (1 + PEAK_MARGIN)
+
+
+def schedule_peak(schedule: Sequence[it.Coefficients]) -> float:
+    """max over s ∈ [0, 1] of the composed odd quintics s ↦ p_K(…p₁(s)), from a fine grid (+ a margin).
+
+    Bounds every singular value a stage leaves (its inputs are scaled into [0, 1/1.01]), so the next
+    stage's scale is an upper bound of its λ_max without a norm of its own."""
+    return _peak(tuple(tuple(float(v) for v in coefficients) for coefficients in schedule))
+
+
+def _first_stage(y: torch.Tensor, schedule: Sequence[it.Coefficients]) -> tuple[torch.Tensor, torch.Tensor]:
+    """H₁ ≈ (y yᵀ)^{1/2} = y Uᵀ for a wide batch y, U ≈ polar(y) by Muon's default polar iteration; and y yᵀ.
 
     For aspect ratio ≥ 2 the iteration runs on the Gram matrix and restarts before its last step
     (X = Q X₀ and a fresh X Xᵀ): without the restart, H₁ = A·A^{−1/2} inherits float32's rounding
     of A = y yᵀ (absolute ≈ u·‖y‖², i.e. all of σ ≲ 1e-3·σ_max), and Ψ_¼ at κ = 1000 erred by
-    18-36% instead of the direct form's 10-14% (measured at 48×96 and 256×1024).
+    18-36% instead of the direct form's 10-14% (measured at 48×96 and 256×1024). The last step's
+    polynomial P is then applied to the small y Xᵀ (H₁ = y (P X)ᵀ = (y Xᵀ) P), not to X: U itself is
+    never needed, which saves an m×m×n product.
     """
-    schedule = it.gram_norm_schedule(steps)
-    x0, gram = it.normalize_by_gram(y, 0.0, it.GRAM_NORM_SAFETY)
+    gram = torch.bmm(y, y.mT)  # A, kept: it is H₁² (stage 2's square)
+    denom = it.GRAM_NORM_SAFETY * torch.linalg.matrix_norm(gram, keepdim=True).sqrt()
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    x0, r0 = y / denom, gram / denom.square()
     if uses_gram_form(y.shape[-2], y.shape[-1], y.dtype):
-        restart = steps - 1 if steps > 1 else None
-        u = it.gram_quintic_iteration(x0, schedule, restart_every=restart, gram=gram)
+        *head, (a, b, c) = schedule
+        x = it.gram_quintic_iteration(x0, head, gram=r0) if head else x0
+        r = torch.bmm(x, x.mT) if head else r0
+        poly = torch.baddbmm(r, r, r, beta=b, alpha=c)  # bR + cR²
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)
+        h = torch.bmm(torch.bmm(y, x.mT), poly)
     else:
-        u = it.quintic_iteration(x0, schedule, gram=gram, overwrite=True)  # x0 is a scaled copy of y: scratch
-    return _symmetric(torch.bmm(y, u.mT))
+        u = it.quintic_iteration(x0, schedule, gram=r0, overwrite=True)  # x0 is a scaled copy of y: scratch
+        h = torch.bmm(y, u.mT)
+    return _symmetric(h), gram
 
 
 def _symmetric(h: torch.Tensor) -> torch.Tensor:
@@ -262,7 +297,7 @@ def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[it.Coefficients]) -> to
     """≈ S^{−1/2} for a batch of symmetric PSD S (B, m, m): the quintic Gram iteration with R₀ = S/c.
 
     R₀ plays X₀X₀ᵀ for an X₀ with singular values √(λ(S)/c), c = 1.01²‖S²‖_F^{1/2} ≥ 1.01² λ_max
-    (S² is the first step's R², so this tight scale costs nothing); Q_k = q_k(R₀) with
+    (S² is the first step's R², so this tight scale costs one product); Q_k = q_k(R₀) with
     q_k(λ) → λ^{−1/2}, and S^{−1/2} = Q/√c. Per step P = aI + bR + cR², Q ← PQ, R ← PRP (no R after
     the last step): 4·steps − 3 products, S² included. Eigenvalues below the schedule's lower bound are
     under-inverted, never amplified beyond Π a (the polynomials are bounded), and S = 0 gives
@@ -270,7 +305,17 @@ def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[it.Coefficients]) -> to
     """
     s2 = torch.bmm(s, s)
     denom = GRAM_SAFETY**2 * torch.linalg.matrix_norm(s2, keepdim=True).sqrt()
-    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return _inverse_sqrt(s, s2, torch.where(denom > 0, denom, torch.ones_like(denom)), schedule)
+
+
+def _inverse_sqrt(
+    s: torch.Tensor, s2: torch.Tensor, denom: torch.Tensor, schedule: Sequence[it.Coefficients]
+) -> torch.Tensor:
+    """S^{−1/2} by :func:`psd_inverse_sqrt`'s iteration, given S², or a matrix equal to it in exact
+    arithmetic (the previous stage's H), and a scale ``denom`` > 0 with denom ≥ 1.01² λ_max(S).
+
+    A stand-in T for S² changes the first polynomial only (aI + bR₀ + cT/c²): R is then carried
+    as R ← PRP, so R_k = R₀Q_k² holds whatever P was, and R_k → I still gives Q_k → R₀^{−1/2}."""
     r, r2 = s / denom, s2 / denom.square()
     # Shift R₀ by δ = PSD_SHIFT_ULPS·u: rounding leaves S with eigenvalues down to ≈ −u·λ_max on its
     # (numerical) null space, and the iteration amplifies negative ones (r ← r·P(r)², P(r) > a for
