@@ -90,9 +90,10 @@ STAGE2_COEFFICIENTS: tuple[it.Coefficients, ...] = (
     (1.865752271341847, -1.2315282390781355, 0.3657763319320471),
 )
 STAGE3_LOWER_BOUND = 0.25
-STAGE3_COEFFICIENTS: tuple[it.Coefficients, ...] = (
-    (3.7904467178821473, -6.98355998152711, 4.304545360625265),
-    (1.8923751486043237, -1.2591403091123552, 0.36737314956653816),
+STAGE3_DEGREES = (7, 5)
+STAGE3_COEFFICIENTS: tuple[tuple[float, ...], ...] = (
+    (4.446043098524512, -13.724126285546758, 19.455161527242147, -9.217665367027438),
+    (1.8733307266664778, -1.2391320782050692, 0.36591142616502426),
 )
 CLASSIC_QUINTIC: it.Coefficients = it.POLAR_EXPRESS_COEFFICIENTS[-1]
 PSD_SHIFT_ULPS = 1.0  # see psd_inverse_sqrt
@@ -128,7 +129,7 @@ def gram_stages(p: float) -> int | None:
     return r.denominator.bit_length() - 1  # denominator 2^S
 
 
-def stage_schedule(stage: int, steps: int) -> list[it.Coefficients]:
+def stage_schedule(stage: int, steps: int) -> list[tuple[float, ...]]:
     """The quintic schedule of ``"gram"`` stage ``stage`` (1-based), ``steps`` long."""
     if stage == 1:
         return it.gram_norm_schedule(steps)
@@ -250,14 +251,17 @@ def gram_power(x: torch.Tensor, p: float, stage_steps: Sequence[int]) -> torch.T
 
 
 @functools.lru_cache(maxsize=None)
-def _peak(schedule: tuple[it.Coefficients, ...]) -> float:
+def _peak(schedule: tuple[tuple[float, ...], ...]) -> float:
     s = torch.linspace(0.0, 1.0, PEAK_GRID_POINTS, dtype=torch.float64)
-    for a, b, c in schedule:
-        s = s * (a + s * s * (b + c * s * s))
+    for coefficients in schedule:
+        s2, acc = s * s, torch.full_like(s, coefficients[-1])
+        for c in reversed(coefficients[:-1]):
+            acc = c + s2 * acc
+        s = s * acc
     return float(s.max()) * (1 + PEAK_MARGIN)
 
 
-def schedule_peak(schedule: Sequence[it.Coefficients]) -> float:
+def schedule_peak(schedule: Sequence[Sequence[float]]) -> float:
     """max over s ∈ [0, 1] of the composed odd quintics s ↦ p_K(…p₁(s)), from a fine grid (+ a margin).
 
     Bounds every singular value a stage leaves (its inputs are scaled into [0, 1/1.01]), so the next
@@ -296,7 +300,7 @@ def _symmetric(h: torch.Tensor) -> torch.Tensor:
     return torch.add(h, h.mT).mul_(0.5)
 
 
-def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[it.Coefficients]) -> torch.Tensor:
+def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[Sequence[float]]) -> torch.Tensor:
     """≈ S^{−1/2} for a batch of symmetric PSD S (B, m, m): the quintic Gram iteration with R₀ = S/c.
 
     R₀ plays X₀X₀ᵀ for an X₀ with singular values √(λ(S)/c), c = 1.01²‖S²‖_F^{1/2} ≥ 1.01² λ_max
@@ -312,7 +316,7 @@ def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[it.Coefficients]) -> to
 
 
 def _inverse_sqrt(
-    s: torch.Tensor, s2: torch.Tensor, denom: torch.Tensor, schedule: Sequence[it.Coefficients]
+    s: torch.Tensor, s2: torch.Tensor, denom: torch.Tensor, schedule: Sequence[Sequence[float]]
 ) -> torch.Tensor:
     """S^{−1/2} by :func:`psd_inverse_sqrt`'s iteration, given S², or a matrix equal to it in exact
     arithmetic (the previous stage's H), and a scale ``denom`` > 0 with denom ≥ 1.01² λ_max(S).
@@ -331,10 +335,15 @@ def _inverse_sqrt(
     r = r.clone()
     r.diagonal(dim1=-2, dim2=-1).add_(shift)
     q = None  # the identity
-    for i, (a, b, c) in enumerate(schedule):
+    for i, (a, b, *higher) in enumerate(schedule):
         if i > 0:
             r2 = torch.bmm(r, r)
-        poly = torch.add(r, r2, alpha=c / b).mul_(b) if b else r2 * c  # bR + cR²
+        poly = r * b  # bR + cR² (+ dR³ for a degree-7 step, one product more)
+        power = r2
+        for j, coefficient in enumerate(higher):
+            if j > 0:
+                power = torch.bmm(r, power)
+            poly.add_(power, alpha=coefficient)
         poly.diagonal(dim1=-2, dim2=-1).add_(a)
         q = poly if q is None else torch.bmm(poly, q)
         if i == len(schedule) - 1:
