@@ -15,22 +15,33 @@ synchronization). Write r = Σᵢ bᵢ 2^{−i} (p = ½: r = 2^{−2}; p = ¼: r
 is a polar iteration, H₁ = (G Gᵀ)^{1/2} = G polar(G)ᵀ; stage i ≥ 2 runs the Polar Express
 iteration with H_{i−1} in the role of a Gram matrix, which yields Qᵢ = H_{i−1}^{−1/2} = A^{−2^{−i}}
 and H_i = H_{i−1} Qᵢ = A^{2^{−i}}; then Ψ_p = Π_{bᵢ = 1} Qᵢ · G (each Qᵢ applied to G in turn).
-A quintic step on a Gram matrix R is P = aI + bR + cR², Q ← PQ, R ← PRP (as
+A step on a Gram matrix R is P = aI + bR + cR² (+ dR³ for a degree-7 step), Q ← PQ, R ← PRP (as
 :func:`muonlab.linalg.iterations.gram_quintic_iteration`, without the final product with X₀).
 H_{i−1} has eigenvalues σ^{2^{2−i}}: its "singular values" σ^{2^{1−i}} have condition κ^{2^{1−i}},
 √κ at stage 2 and κ^{1/4} at stage 3, so the later stages need fewer steps; each has its own
 greedy Polar Express schedule derived for its lower bound (:mod:`muonlab.linalg.schedules`).
 Stage 1 is Muon's default polar method (``"polar_express_gram_norm"``), direct for square-ish G,
-on the Gram matrix (restarted before its last step) for aspect ratio ≥ 2. Steps per stage by
-default (5, 3, 3, 3). Accuracy in float32 (relative Frobenius error against the float64 SVD,
-log-spaced spectra, ``muonlab bench family`` and ``tests/linalg/test_power.py``): ≈ 0.3% (p = ½)
-and ≈ 0.2% (p = ¼) at κ ≤ 100; at κ = 1000 ≈ 1% (p = ½) and ≈ 6% (p = ¼), where the smallest σ
-(σ^{1/4} is still 0.18 at σ = 1e-3) lie beyond stage 1's converged range — as they do for Muon's
-own default polar factor, which errs by ≈ 30% there. On rank-deficient float32 G it is closer to
-the exact Ψ_p than the SVD of the rounded input (which lifts the ~1e-7 rounding noise on the null
-directions to (1e-7)^p). Cost in m×m matmuls for a square G: 3·steps₁ + 1 for stage 1,
-4·stepsᵢ − 3 for stage i (+ 1 for H_i unless last), 1 per applied Qᵢ — p = ½: 26, p = ¼: 37 with
-the default steps, against Muon's 12.
+on the Gram matrix (restarted before its last step) for aspect ratio ≥ 2, where the last step's
+polynomial goes onto the small G Xᵀ instead of X (U itself is never needed). Stage 2 runs 3
+quintic steps; stage 3 two steps, a degree-7 polynomial (one product more than a quintic) and a
+quintic, which map [0.25, 1] into 1 ± 4.5e-4 (two quintics: 1 ± 2.7e-3; three from 0.1, the
+previous default: 1 ± 2.2e-4, for three products more). Stage 3 scales by the smaller of its own
+‖H²‖_F^{1/2} and the bound λ_max(H₂) ≤ 1.01·φ₂·√c₂ that stage 2's scale c₂ and its schedule's peak
+φ₂ give, which puts the smallest singular value of a κ = 100 log-spaced spectrum (width 768) at
+0.25 instead of 0.18. Steps per stage by default (5, 3, 2, 2). Stage 2's error enters Ψ_¼ at half
+its size (H₂ = H₁Q₂ carries it into stage 3, whose Q₃ undoes half), stage 3's in full.
+
+Accuracy in float32 (relative Frobenius error against the float64 SVD, log-spaced spectra,
+``benchmarks/quarter_power.py``, ``tests/linalg/test_power.py``): ≈ 0.3% (p = ½) and ≈ 0.16%
+(p = ¼) at κ ≤ 100; at κ = 1000 ≈ 1% (p = ½) and 1.1-2.6% (p = ¼), at κ = 1e4 6.5-9.4% (p = ¼), where
+the smallest σ (σ^{1/4} is still 0.18 at σ = 1e-3) lie beyond stage 1's converged range — as they
+do for Muon's own default polar factor, which errs by ≈ 30% there. Spectra with much weight far
+below the top lose most: half the σ at 1e-3·σ_max errs 7% (three stage-3 steps from ℓ = 0.1: 2%).
+On rank-deficient float32 G it is closer to the exact Ψ_p than the SVD of the rounded input (which
+lifts the ~1e-7 rounding noise on the null directions to (1e-7)^p). Cost in m×m matmuls for a
+square G: 3·steps₁ + 1 for stage 1, 4·stepsᵢ − 3 for stage i (+ 1 per degree-7 step, + 1 for H_i
+unless last), 1 per applied Qᵢ — p = ½: 26, p = ¼: 34 with the default steps, against Muon's 12;
+at aspect 4 (units of 2m³) p = ¼: 55 against Muon's 21 (BENCHMARKS.md, issue 22 item 4).
 
 ``"svd"`` (exact; σ = 0 stays 0): the reference, and the fallback for powers that are not a
 multiple of 1/8. On the project's CPUs one 768×768 SVD costs about as much as 90 matmuls of that
@@ -71,17 +82,22 @@ NEWTON_CHECK_EVERY = 8
 GRAM_MAX_STAGES = 4
 GRAM_STAGE_STEPS = (5, 3, 2, 2)
 GRAM_SAFETY = 1.01  # as Polar Express: each step's polynomial is optimal on [ℓ, 1.01u]
-# Greedy schedules for the later stages, derived by
-# muonlab.linalg.schedules.derive_schedule(lower bound, steps) (tests check the tables against it).
-# Stage i ≥ 2 scales its input H by c = 1.01²‖H²‖_F^{1/2} = 1.01²(Σ λ⁴)^{1/4} ≥ 1.01² λ_max (as
-# "polar_express_gram_norm" scales X by ‖XXᵀ‖_F^{1/2}; H² is the first step's R² anyway, so it costs
-# no product), and its "singular values" are √(λ/c). For a log-spaced spectrum of 768 values:
-# stage 2 (λ = σ) ℓ = 0.021 at κ = 1000, 0.062 at κ = 100; stage 3 (λ = σ^{1/2}) ℓ = 0.106 at
-# κ = 1000, 0.18 at κ = 100. Stage 2's table is derived for ℓ = 0.06 (κ ≈ 100): 3 steps map
-# [0.06, 1] into [0.9965, 1.0035]; a table for ℓ = 0.02 needed 4 steps for that, and its 3 steps
-# erred more even at κ = 1000 (Ψ_¼: 13% against 5.6%, measured at 384×384), since the smallest σ
-# weigh little. Stage 3: 3 steps map [0.1, 1] into [0.9998, 1.0002]. Steps beyond a table use the
-# classic quintic (15/8, −10/8, 3/8).
+# Greedy schedules for the later stages, derived by muonlab.linalg.schedules.derive_schedule(lower
+# bound, steps, degrees=…) (tests check the tables against it). Stage i ≥ 2 scales its input H by
+# c = 1.01²‖H²‖_F^{1/2} = 1.01²(Σ λ⁴)^{1/4} ≥ 1.01² λ_max (as "polar_express_gram_norm" scales X by
+# ‖XXᵀ‖_F^{1/2}; H² is the first step's R² anyway, so it costs no product beyond the square), stage
+# 3 by the bound from stage 2 where that is smaller (gram_power), and its "singular values" are
+# √(λ/c). For a log-spaced spectrum of 768 values: stage 2 (λ = σ) ℓ = 0.021 at κ = 1000, 0.062 at
+# κ = 100; stage 3 (λ = σ^{1/2}) ℓ = 0.14 at κ = 1000, 0.25 at κ = 100. Stage 2's table is derived
+# for ℓ = 0.06 (κ ≈ 100): 3 steps map [0.06, 1] into [0.9965, 1.0035]; a table for ℓ = 0.02 needed 4
+# steps for that, and its 3 steps erred more even at κ = 1000 (Ψ_¼: 13% against 5.6%, measured at
+# 384×384), since the smallest σ weigh little. Stage 3's pair (degrees 7, 5) is derived for ℓ = 0.25:
+# tables for 0.15 / 0.2 / 0.25 gave Ψ_¼ at 768×768 errors of 0.49% / 0.19% / 0.16% at κ = 100 and
+# 8.4% / 8.9% / 9.4% at κ = 1e4 (a minimax table spreads its error over all of [ℓ, 1]); two quintics
+# for 0.25: 0.26% at κ = 100. Steps beyond a table use the classic quintic (15/8, −10/8, 3/8).
+# H_{i−1} is not reused as H_i² (which would save a product a stage): the two differ where the
+# previous stage is not converged or rounding couples G's null directions to its range (rank-1 G
+# in the Gram form erred 2-4%), and the first polynomial's large coefficients amplify the difference.
 STAGE2_LOWER_BOUND = 0.06
 STAGE2_COEFFICIENTS: tuple[it.Coefficients, ...] = (
     (6.4353221467003765, -16.852765870678752, 11.87548853050208),
@@ -169,7 +185,7 @@ def spectral_power(
     ``POLAR_METHODS`` is accepted, ``steps`` its step count), p = 1 returns a copy of x.
 
     ``steps`` (``"gram"`` only): steps per stage, an int for all or one per stage (p = ½: 2
-    stages, p = ¼: 3); default (5, 3, 3, 3)[:stages]. The precision is at least float32 on every
+    stages, p = ¼: 3); default (5, 3, 2, 2)[:stages]. The precision is at least float32 on every
     device (``dtype=`` overrides, e.g. bfloat16 on CUDA for speed, at bf16 accuracy).
     """
     check_matrix(x, "x", check_finite=check_finite)
@@ -304,7 +320,7 @@ def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[Sequence[float]]) -> to
     """≈ S^{−1/2} for a batch of symmetric PSD S (B, m, m): the quintic Gram iteration with R₀ = S/c.
 
     R₀ plays X₀X₀ᵀ for an X₀ with singular values √(λ(S)/c), c = 1.01²‖S²‖_F^{1/2} ≥ 1.01² λ_max
-    (S² is the first step's R², so this tight scale costs one product); Q_k = q_k(R₀) with
+    (S² is the first step's R², so this tight scale costs nothing); Q_k = q_k(R₀) with
     q_k(λ) → λ^{−1/2}, and S^{−1/2} = Q/√c. Per step P = aI + bR + cR², Q ← PQ, R ← PRP (no R after
     the last step): 4·steps − 3 products, S² included. Eigenvalues below the schedule's lower bound are
     under-inverted, never amplified beyond Π a (the polynomials are bounded), and S = 0 gives

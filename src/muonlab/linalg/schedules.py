@@ -13,6 +13,9 @@ problem is a small linear program on a fine grid (variables a, b, c, E; |1 − p
 solved with scipy's HiGHS; the image of [ℓ, u] is exact (endpoints and the real roots of p′,
 a quadratic in x²).
 
+The same construction with odd polynomials of higher degree (:func:`minimax_odd`, ``degrees=`` of
+:func:`derive_schedule`) gives the degree-7 step of Ψ_p's third stage (:mod:`muonlab.linalg.power`).
+
 :func:`derive_schedule` recomputes the tables stored in :mod:`muonlab.linalg.iterations`
 (``tests/linalg/test_schedules.py`` checks that they agree). It needs scipy, a test
 dependency; the library itself only reads the stored tables.
