@@ -295,10 +295,7 @@ def _first_stage(y: torch.Tensor, schedule: Sequence[it.Coefficients]) -> torch.
     polynomial P is then applied to the small y Xᵀ (H₁ = y (P X)ᵀ = (y Xᵀ) P), not to X: U itself is
     never needed, which saves an m×m×n product.
     """
-    gram = torch.bmm(y, y.mT)
-    denom = it.GRAM_NORM_SAFETY * torch.linalg.matrix_norm(gram, keepdim=True).sqrt()
-    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
-    x0, r0 = y / denom, gram / denom.square()
+    x0, r0 = it.normalize_by_gram(y, 0.0, it.GRAM_NORM_SAFETY)
     if uses_gram_form(y.shape[-2], y.shape[-1], y.dtype):
         *head, (a, b, c) = schedule
         x = it.gram_quintic_iteration(x0, head, gram=r0) if head else x0
@@ -354,12 +351,15 @@ def _inverse_sqrt(
     for i, (a, b, *higher) in enumerate(schedule):
         if i > 0:
             r2 = torch.bmm(r, r)
-        poly = r * b  # bR + cR² (+ dR³ for a degree-7 step, one product more)
+        # bR + cR² (+ dR³ for a degree-7 step, one product more), as b(R + (c/b)R² + …)
+        scale_b = b if b else 1.0
+        poly = torch.add(r, r2, alpha=higher[0] / b) if b else r2 * higher[0]
         power = r2
-        for j, coefficient in enumerate(higher):
-            if j > 0:
-                power = torch.bmm(r, power)
-            poly.add_(power, alpha=coefficient)
+        for coefficient in higher[1:]:
+            power = torch.bmm(r, power)
+            poly.add_(power, alpha=coefficient / scale_b)
+        if b:
+            poly.mul_(b)
         poly.diagonal(dim1=-2, dim2=-1).add_(a)
         q = poly if q is None else torch.bmm(poly, q)
         if i == len(schedule) - 1:
