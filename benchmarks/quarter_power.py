@@ -2,7 +2,7 @@
 
 Deterministic (FlopCounterMode counts the products; no timing), so it can run on a loaded machine:
 
-    PYTHONPATH=src python benchmarks/quarter_power.py [--quick]
+    PYTHONPATH=src python benchmarks/quarter_power.py [--quick] [--step]
 
 Prints, per shape, GFLOP of Ψ_¼ and of Muon's default polar (``polar_express_gram_norm``, 4 steps), their
 ratio, the 2-block ratio (8 × 768², 2 × 768×3072, 2 × 3072×768, the weights of ``bench family --quick``),
@@ -32,10 +32,27 @@ def flops(fn, x) -> int:
     return counter.get_total_flops()
 
 
+def step_flops() -> None:
+    """Matmul flops of one whole optimizer step on the 2-block model of ``bench family --quick``."""
+    from muonlab.bench.step import CONTEXT, VOCAB, WIDTH, GPT2Params, fill_gradients
+    from muonlab.optim import make_optimizer, param_groups
+
+    model = GPT2Params(2, WIDTH, VOCAB, min(CONTEXT, WIDTH))
+    fill_gradients(model, torch.Generator().manual_seed(0))
+    counts = {}
+    for name in ("muon", "msgdq", "adamq"):
+        opt = make_optimizer(name, param_groups(model))
+        opt.step()  # warm-up: creates the state
+        counts[name] = flops(lambda _: opt.step(), None)
+    for name, count in counts.items():
+        print(f"flops step (2 blocks) {name}: {count / 1e9:.1f} GFLOP, {count / counts['muon']:.3f}x muon")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="κ ≤ 1000 and one seed")
     parser.add_argument("--p", type=float, default=0.25)
+    parser.add_argument("--step", action="store_true", help="also count one whole step of muon, msgdq, adamq")
     args = parser.parse_args()
     p = args.p
     total_power = total_polar = 0
@@ -49,6 +66,8 @@ def main() -> None:
               f" ({fp / (2 * 768**3):.1f} products of 768^3)")
     print(f"flops 2 blocks: psi {total_power / 1e9:.1f} GFLOP, muon polar {total_polar / 1e9:.1f}, "
           f"ratio {total_power / total_polar:.3f}")
+    if args.step:
+        step_flops()
     kappas = (10.0, 100.0, 1e3) if args.quick else (10.0, 100.0, 1e3, 1e4)
     shapes = [(768, 768), (768, 3072), (3072, 768), (48, 96), (96, 48), (64, 64), (12, 120)]
     print("rel. error (fp32, max over seeds) | " + " | ".join(f"κ={k:g}" for k in kappas))
