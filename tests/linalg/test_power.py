@@ -354,3 +354,14 @@ def test_gram_power_few_steps_stays_bounded(steps):
         ref = spectral_matrix(*shape, kappa=1e3)
         out = spectral_power(ref.matrix.float(), 0.25, "gram", steps=steps)
         assert torch.isfinite(out).all() and rel_err(out, ref.power(0.25)) < 5.0
+
+
+def test_schedule_peak_bounds_the_composed_map():
+    """Stage 3's scale rests on schedule_peak ≥ max of the previous stage's composed map on [0, 1]."""
+    pytest.importorskip("scipy")
+    from muonlab.linalg import power, schedules
+
+    for stage, steps in ((2, 3), (2, 1), (3, 2), (3, 4)):
+        schedule = power.stage_schedule(stage, steps)
+        exact = schedules.singular_value_range(schedule, 1e-12, 1.0)[1]
+        assert exact <= power.schedule_peak(schedule) <= exact * (1 + 2 * power.PEAK_MARGIN)

@@ -146,7 +146,7 @@ def gram_stages(p: float) -> int | None:
 
 
 def stage_schedule(stage: int, steps: int) -> list[tuple[float, ...]]:
-    """The quintic schedule of ``"gram"`` stage ``stage`` (1-based), ``steps`` long."""
+    """The schedule of ``"gram"`` stage ``stage`` (1-based), ``steps`` long (stage 3's first step is degree 7)."""
     if stage == 1:
         return it.gram_norm_schedule(steps)
     table = STAGE2_COEFFICIENTS if stage == 2 else STAGE3_COEFFICIENTS
@@ -278,7 +278,7 @@ def _peak(schedule: tuple[tuple[float, ...], ...]) -> float:
 
 
 def schedule_peak(schedule: Sequence[Sequence[float]]) -> float:
-    """max over s ∈ [0, 1] of the composed odd quintics s ↦ p_K(…p₁(s)), from a fine grid (+ a margin).
+    """max over s ∈ [0, 1] of the composed odd polynomials s ↦ p_K(…p₁(s)), from a fine grid (+ a margin).
 
     Bounds every singular value a stage leaves (its inputs are scaled into [0, 1/1.01]), so the next
     stage's scale is an upper bound of its λ_max without a norm of its own."""
@@ -331,11 +331,9 @@ def psd_inverse_sqrt(s: torch.Tensor, schedule: Sequence[Sequence[float]]) -> to
 def _inverse_sqrt(
     s: torch.Tensor, s2: torch.Tensor, denom: torch.Tensor, schedule: Sequence[Sequence[float]]
 ) -> torch.Tensor:
-    """S^{−1/2} by :func:`psd_inverse_sqrt`'s iteration, given S², or a matrix equal to it in exact
-    arithmetic (the previous stage's H), and a scale ``denom`` > 0 with denom ≥ 1.01² λ_max(S).
-
-    A stand-in T for S² changes the first polynomial only (aI + bR₀ + cT/c²): R is then carried
-    as R ← PRP, so R_k = R₀Q_k² holds whatever P was, and R_k → I still gives Q_k → R₀^{−1/2}."""
+    """S^{−1/2} by :func:`psd_inverse_sqrt`'s iteration, given S² and a scale ``denom`` > 0 with
+    denom ≥ 1.01² λ_max(S) (:func:`gram_power` passes a tighter one than 1.01²‖S²‖_F^{1/2} in stage 3).
+    A schedule entry (a, b, c) is a quintic step, (a, b, c, d) a degree-7 one."""
     r, r2 = s / denom, s2 / denom.square()
     # Shift R₀ by δ = PSD_SHIFT_ULPS·u: rounding leaves S with eigenvalues down to ≈ −u·λ_max on its
     # (numerical) null space, and the iteration amplifies negative ones (r ← r·P(r)², P(r) > a for
