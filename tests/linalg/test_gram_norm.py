@@ -145,3 +145,24 @@ def test_cuda_iterates_in_bf16_within_range():
     assert out.dtype == torch.float32
     lo, hi = singular_range(out.cpu())
     assert 0.7 < lo and hi < 1.3
+
+
+def test_odd_minimax_of_degree_seven():
+    """minimax_odd generalizes minimax_quintic: degree 5 gives the same triple; degree 7 errs less, equioscillates,
+    and image() is exact for it (checked on a dense grid)."""
+    pytest.importorskip("scipy")
+    lo, hi = 0.2, 1.01
+    five, error5 = schedules.minimax_odd(lo, hi, 5)
+    triple, error = schedules.minimax_quintic(lo, hi)
+    assert np.allclose(five, triple) and abs(error5 - error) < 1e-12
+    seven, error7 = schedules.minimax_odd(lo, hi, 7)
+    assert len(seven) == 4 and error7 < 0.7 * error5  # 0.134 against 0.223
+    x = np.linspace(lo, hi, 200_001)
+    values = schedules.odd_polynomial(seven, x)
+    assert abs(np.abs(1 - values).max() - error7) < 1e-6
+    exact = schedules.image(seven, lo, 1.0)
+    grid = schedules.odd_polynomial(seven, np.linspace(lo, 1.0, 200_001))
+    assert exact[0] <= grid.min() + 1e-12 and exact[1] >= grid.max() - 1e-12
+    assert abs(exact[0] - grid.min()) < 1e-8 and abs(exact[1] - grid.max()) < 1e-8
+    with pytest.raises(ValueError, match="degree must be a positive odd integer"):
+        schedules.minimax_odd(lo, hi, 6)

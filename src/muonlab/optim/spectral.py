@@ -21,7 +21,7 @@ How Ψ_p is computed (``method="auto"``, the default):
   ``SpectralSGD(params, lr, p=0, method="newton_schulz", ns_steps=15, polar_dtype=torch.bfloat16)``.
 - 0 < p < 1, p a multiple of 1/8 (½, ¼, …): :func:`muonlab.spectral_power`'s matmul-only
   ``"gram"`` method (staged Polar Express iterations on the Gram matrix; ``power_steps`` sets the
-  steps per stage, default (5, 3) for p = ½ and (5, 3, 3) for p = ¼: ≈ 0.3% error at κ ≤ 100 in
+  steps per stage, default (5, 3) for p = ½ and (5, 3, 2) for p = ¼: ≈ 0.3% error at κ ≤ 100 in
   float32; its cost against Muon's step: ``muonlab bench family``, BENCHMARKS.md); other p: SVD on CPU, the
   coupled Newton inverse root on CUDA. ``method="svd"`` gives the exact power.
 """
