@@ -225,10 +225,10 @@ class StateStore:
             return _rows(local(state[key]), rows)
         return self._decoded(state, key, owner, local_like, fmt, dtype, rows)
 
-    # The codecs run eagerly under torch.compile(opt.step) (a graph break on each side): they reinterpret fp32 bits
-    # as integers (``Tensor.view(dtype)``), which inductor's C++ code generation does not compile (torch 2.13), and
-    # their rounding keys and offsets are Python ints that change every step, which a traced codec would specialize
-    # on. Eager, they give the state bit for bit what an eager step gives from the same fp32 work tensors.
+    # The codecs run eagerly under torch.compile(opt.step) (a graph break on each side). Their rounding keys are
+    # Python ints that change every step: traced, dynamo makes them symbolic after the first change, and inductor's
+    # C++ code for the int32 hash of the random bits then types it as float and does not compile (torch 2.13, CPU).
+    # Eager, the codecs give the state bit for bit what an eager step gives from the same fp32 work tensors.
     @torch.compiler.disable
     def _decoded(self, state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str,
                  dtype: torch.dtype, rows: tuple[int, int] | None) -> torch.Tensor:
