@@ -159,6 +159,7 @@ def test_slices_do_not_change_the_result(monkeypatch):
     whole = i8.quantize_blockwise(x, True)
     sr_whole = sr.stochastic_round_bf16(x, key=9)
     monkeypatch.setattr(sr, "SLICE_ELEMENTS", 1000)
+    monkeypatch.setattr(i8, "SLICE_ELEMENTS", 1000)
     sliced = i8.quantize_blockwise(x, True)
     assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[1], sliced[1])
     assert torch.equal(sr.stochastic_round_bf16(x, key=9).view(torch.int16), sr_whole.view(torch.int16))

@@ -14,9 +14,15 @@ import math
 
 import torch
 
-from muonlab.optim.stochastic_rounding import slice_elements
-
 BLOCK_SIZE = 256
+# elements (whole rows, at least one) the encoder and decoder process at once: their temporaries are ≤ 3.5 fp32-sized
+# tensors of one slice (14 MiB), whatever slice the bf16 rounding uses
+SLICE_ELEMENTS = 1 << 20
+
+
+def slice_elements(device: torch.device) -> int:
+    """Elements the int8 codec processes at once on ``device`` (:data:`SLICE_ELEMENTS`, read at call time)."""
+    return SLICE_ELEMENTS
 
 
 @functools.lru_cache(maxsize=None)
