@@ -132,7 +132,7 @@ def _encode_slice(blocks: torch.Tensor, signed: bool, midpoints: torch.Tensor, t
     flat = magnitude.view(-1)
     below = table.index_select(0, flat.view(torch.int32) >> 12).int()
     below.add_(flat > midpoints.index_select(0, below))
-    level = below.to(torch.uint8).view(blocks.shape)  # |level| index on the magnitudes (< 2⁸)
+    level = below.to(torch.uint8).view(blocks.shape)  # the magnitude's level: 0 … 127 (signed map), 0 … 255
     del below
     if signed:  # x ≥ 0: zero + level, x < 0: zero − level (both within 0 … 254)
         return torch.where(blocks < 0, zero - level, level + zero).view(blocks.shape[0], -1)
