@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--optimizer", default="muon")
+    parser.add_argument("--state-dtype", default="float32", help="float32, bfloat16 or int8 optimizer state")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -35,7 +36,8 @@ def main() -> None:
     torch.manual_seed(0)
     models = [transformers.GPT2LMHeadModel(config) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    opts = [muonlab.make_optimizer(args.optimizer, muonlab.param_groups(m), lr=0.02) for m in models]
+    opts = [muonlab.make_optimizer(args.optimizer, muonlab.param_groups(m), lr=0.02, state_dtype=args.state_dtype)
+            for m in models]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0 / (1 + 0.01 * s)) for o in opts]
     steps = [opts[0].step, torch.compile(opts[1].step)]
     ids = torch.randint(0, 512, (8, 64), generator=torch.Generator().manual_seed(0))
@@ -52,7 +54,8 @@ def main() -> None:
         if i == args.warmup - 1:
             graphs_after_warmup = counters["stats"]["unique_graphs"]
     result = {
-        "width": args.width, "layers": args.layers, "optimizer": args.optimizer, "steps": args.steps,
+        "width": args.width, "layers": args.layers, "optimizer": args.optimizer, "state_dtype": args.state_dtype,
+        "steps": args.steps,
         "eager_median_s": statistics.median(times[0][args.warmup:]),
         "compiled_median_s": statistics.median(times[1][args.warmup:]),
         "compiled_first_steps_s": sum(times[1][: args.warmup]),

@@ -476,6 +476,92 @@ def state_dtype_scenario(rank: int, world_size: int) -> dict:
     return out
 
 
+
+def _ddp_groups(model: TinyNet) -> list[dict]:
+    """Muon's matrices, an AdamW part with a matrix in it (``inp.weight``: int8 quantizes ≥ 2-D state only) and
+    the vectors, in a fixed order (the parameters' indices key the stochastic rounding)."""
+    return [
+        {"params": [model.inp.weight], "kind": "embedding"},
+        {"params": [model.h1.weight, model.h2.weight, model.mix, model.out.weight], "kind": "matrix"},
+        {"params": [model.inp.bias, model.out.bias, model.gain], "kind": "vector"},
+    ]
+
+
+def _ddp_optimizer(model: TinyNet, fmt: str, distributed="auto"):
+    import muonlab
+
+    return muonlab.Muon(_ddp_groups(model), lr=0.05, weight_decay=0.1, adamw_lr=0.01, adamw_weight_decay=0.1,
+                        state_dtype=fmt, rounding_seed=7, distributed=distributed)
+
+
+def _all_state(optimizer, model: TinyNet) -> dict:
+    return {name: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in optimizer.state[p].items()}
+            for name, p in model.named_parameters()}
+
+
+def _global_batch_gradients(model: TinyNet, step: int, world_size: int) -> None:
+    """The gradient DDP gives on ``world_size`` ranks, in one process: each rank's slice's mean-loss gradient, divided
+    by the world size, summed in rank order (the all-reduce's sum; exact for two ranks, where it is one addition)."""
+    x, y = make_data(step)
+    per_rank = BATCH // world_size
+    params = list(model.parameters())
+    total = [torch.zeros_like(p) for p in params]
+    for r in range(world_size):
+        rows = slice(r * per_rank, (r + 1) * per_rank)
+        loss = torch.nn.functional.mse_loss(model(x[rows]), y[rows])
+        for t, g in zip(total, torch.autograd.grad(loss, params)):
+            t.add_(g / world_size)
+    for p, t in zip(params, total):
+        p.grad = t
+
+
+def ddp_state_dtype_scenario(rank: int, world_size: int) -> dict:
+    """bf16 / int8 state (Muon and its AdamW part) under DDP (replicated parameters, gradient all-reduce, Muon's
+    matrix work split across ranks): 3 steps against one process on the global batch (computed on this rank, so
+    that both use one thread and the same kernels); the whole state of every rank (the test compares them); a
+    state_dict saved after 2 steps and resumed in fresh objects against the uninterrupted run."""
+    import copy
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    out = {}
+    for fmt in STATE_DTYPES:
+        model = make_model()
+        optimizer = _ddp_optimizer(model, fmt)
+        ddp = DistributedDataParallel(model)
+        train(ddp, optimizer, range(2), rank, world_size)
+        saved_params = full_params(model)
+        saved_state = copy.deepcopy(optimizer.state_dict())
+        # a fresh wrapper here too: DDP lays out its gradient buckets again after a wrapper's first step, and on 3+
+        # ranks the all-reduce's sum order follows the layout; the resumed run below starts a wrapper at step 2
+        ddp = DistributedDataParallel(model)
+        train(ddp, optimizer, range(2, STEPS), rank, world_size)
+        out[f"{fmt}_params"] = full_params(model)
+        out[f"{fmt}_state"] = _all_state(optimizer, model)
+        out[f"{fmt}_matrices_owned"] = optimizer._distribution.stats.matrices
+
+        alone = make_model()
+        alone_opt = _ddp_optimizer(alone, fmt, distributed="none")
+        for step in range(STEPS):
+            _global_batch_gradients(alone, step, world_size)
+            alone_opt.step()
+            alone_opt.zero_grad(set_to_none=True)
+        out[f"{fmt}_one_process"] = full_params(alone)
+        out[f"{fmt}_one_process_state"] = _all_state(alone_opt, alone)
+
+        torch.manual_seed(123)  # the fresh model starts elsewhere: only the checkpoint can make it equal
+        resumed = TinyNet()
+        with torch.no_grad():
+            for name, p in resumed.named_parameters():
+                p.copy_(saved_params[name])
+        resumed_opt = _ddp_optimizer(resumed, fmt)
+        resumed_opt.load_state_dict(saved_state)
+        train(DistributedDataParallel(resumed), resumed_opt, range(2, STEPS), rank, world_size)
+        out[f"{fmt}_resumed"] = full_params(resumed)
+        out[f"{fmt}_resumed_state"] = _all_state(resumed_opt, resumed)
+    return out
+
+
 SCENARIOS = {
     "comm": comm_scenario,
     "ddp": ddp_scenario,
@@ -486,4 +572,5 @@ SCENARIOS = {
     "trainer": trainer_scenario,
     "family": family_scenario,
     "state_dtype": state_dtype_scenario,
+    "ddp_state_dtype": ddp_state_dtype_scenario,
 }

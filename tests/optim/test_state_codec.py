@@ -217,6 +217,7 @@ def test_slices_do_not_change_the_result(monkeypatch):
     whole = i8.quantize_blockwise(x, True)
     sr_whole = sr.stochastic_round_bf16(x, key=9)
     monkeypatch.setattr(sr, "SLICE_ELEMENTS", 1000)
+    monkeypatch.setattr(i8, "SLICE_ELEMENTS", 1000)
     sliced = i8.quantize_blockwise(x, True)
     assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[1], sliced[1])
     assert torch.equal(sr.stochastic_round_bf16(x, key=9).view(torch.int16), sr_whole.view(torch.int16))
@@ -289,3 +290,26 @@ def test_encode_decode_state_entries(fmt):
     sc.encode(state, "exp_avg", owner, work, "int8" if fmt == "bfloat16" else "bfloat16", rounding=3)
     assert sc.stored_format(state, "exp_avg") == ("int8" if fmt == "bfloat16" else "bfloat16")
     assert ("exp_avg_absmax" in state) == (fmt == "bfloat16")
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_int8_codec_temporaries_stay_within_a_few_slices(signed):
+    """The encoder's and decoder's working memory beyond their outputs, in fp32-sized temporaries of one slice:
+    ≤ 3.5 encoding (magnitudes, code indices, the midpoints looked up, a comparison's bytes), ≤ 2.5 decoding (code
+    indices, levels looked up) — no int64 copy of the indices, nothing left over from the previous slice (the
+    tensor spans several slices, so leftovers would show)."""
+    from muonlab.bench.step import profile_step_memory
+
+    slice_elements = i8.slice_elements(torch.device("cpu"))
+    length = 768
+    rows = 3 * slice_elements // length + 5
+    x = torch.randn(rows, length, generator=torch.Generator().manual_seed(7))
+    if not signed:
+        x = x.abs()
+    outputs = []
+    codes_bytes = x.numel() + 4 * rows * i8.blocks_per_row(x.shape)[1]
+    encode = profile_step_memory(lambda: outputs.append(i8.quantize_blockwise(x, signed)))
+    assert encode["peak_bytes"] <= codes_bytes + 3.5 * 4 * slice_elements, encode
+    codes, scales = outputs.pop()
+    decode = profile_step_memory(lambda: outputs.append(i8.dequantize_blockwise(codes, scales, signed)))
+    assert decode["peak_bytes"] <= 4 * x.numel() + 2.5 * 4 * slice_elements, decode

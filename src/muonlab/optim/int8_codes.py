@@ -14,9 +14,15 @@ import math
 
 import torch
 
-from muonlab.optim.stochastic_rounding import slice_elements
-
 BLOCK_SIZE = 256
+# elements (whole rows, at least one) the encoder and decoder process at once: their temporaries are ≤ 3.5 fp32-sized
+# tensors of one slice (14 MiB), whatever slice the bf16 rounding uses
+SLICE_ELEMENTS = 1 << 20
+
+
+def slice_elements(device: torch.device) -> int:
+    """Elements the int8 codec processes at once on ``device`` (:data:`SLICE_ELEMENTS`, read at call time)."""
+    return SLICE_ELEMENTS
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,19 +112,32 @@ def quantize_blockwise(x: torch.Tensor, signed: bool, codes: torch.Tensor | None
     x_rows, code_rows = x.reshape(rows, length), codes.view(rows, length)
     for start, stop in _row_slices(rows, length, x.device):
         blocks = _padded_blocks(x_rows[start:stop].float(), stop - start, nblocks)
-        magnitude = blocks.abs()
-        absmax = magnitude.amax(dim=-1)
-        scales[start:stop] = absmax
-        # |x|/a ≤ 1 exactly (IEEE division is monotone); a zero block divides by 1
-        magnitude.div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
-        below = table[magnitude.view(torch.int32) >> 12].int()  # int32 indices: half the temporaries of int64
-        index = below.add_(magnitude > midpoints[below])
-        if signed:
-            index = torch.where(blocks < 0, zero - index, zero + index)
-        else:  # a positive second moment never becomes 0
-            index = torch.where(magnitude > 0, index.clamp(min=1), index)
-        code_rows[start:stop] = index.reshape(stop - start, -1)[:, :length].to(torch.uint8)
+        code_rows[start:stop] = _encode_slice(blocks, signed, midpoints, table, zero, scales[start:stop])[:, :length]
     return codes, scales
+
+
+def _encode_slice(blocks: torch.Tensor, signed: bool, midpoints: torch.Tensor, table: torch.Tensor, zero: int,
+                  scales: torch.Tensor) -> torch.Tensor:
+    """One slice of :func:`quantize_blockwise`: (rows, blocks, BLOCK_SIZE) fp32 → uint8 codes (rows, blocks ·
+    BLOCK_SIZE), the absmax of each block written into ``scales``. A function of its own, so that its temporaries
+    are freed before the next slice allocates its own. At most three 4-byte temporaries per element are alive at
+    once (the magnitudes, the code indices, the midpoints looked up); the tables are read with int32 indices
+    (``index_select``: indexing with ``[]`` would copy them to int64 first), and the signs are applied to 1-byte
+    codes."""
+    magnitude = blocks.abs()
+    absmax = magnitude.amax(dim=-1)
+    scales.copy_(absmax)
+    # |x|/a ≤ 1 exactly (IEEE division is monotone); a zero block divides by 1
+    magnitude.div_(torch.where(absmax > 0, absmax, 1.0).unsqueeze(-1))
+    flat = magnitude.view(-1)
+    below = table.index_select(0, flat.view(torch.int32) >> 12).int()
+    below.add_(flat > midpoints.index_select(0, below))
+    level = below.to(torch.uint8).view(blocks.shape)  # the magnitude's level: 0 … 127 (signed map), 0 … 255
+    del below
+    if signed:  # x ≥ 0: zero + level, x < 0: zero − level (both within 0 … 254)
+        return torch.where(blocks < 0, zero - level, level + zero).view(blocks.shape[0], -1)
+    # a positive second moment never becomes 0
+    return torch.where(magnitude > 0, level.clamp(min=1), level).view(blocks.shape[0], -1)
 
 
 def dequantize_blockwise(codes: torch.Tensor, scales: torch.Tensor, signed: bool,
@@ -131,10 +150,12 @@ def dequantize_blockwise(codes: torch.Tensor, scales: torch.Tensor, signed: bool
         out = torch.empty(codes.shape, dtype=dtype, device=codes.device)
     code_rows, out_rows = codes.reshape(rows, length), out.view(rows, length)
     for start, stop in _row_slices(rows, length, codes.device):
-        values = levels[code_rows[start:stop].int()]
+        # int32 indices through index_select (``levels[...]`` would copy them to int64 first)
+        values = levels.index_select(0, code_rows[start:stop].reshape(-1).int()).view(stop - start, length)
         values = _padded_blocks(values, stop - start, nblocks)
         values.mul_(scales[start:stop].unsqueeze(-1))
         out_rows[start:stop] = values.reshape(stop - start, -1)[:, :length]
+        del values  # before the next slice allocates its own
     return out
 
 

@@ -127,6 +127,7 @@ def _rows(t: torch.Tensor, rows: tuple[int, int] | None) -> torch.Tensor:
     return t if rows is None else t[rows[0]:rows[1]]
 
 
+@torch.compiler.disable  # eager under torch.compile(opt.step): see StateStore._decoded
 def decode(state: dict, key: str, local_like: torch.Tensor, dtype: torch.dtype,
            rows: tuple[int, int] | None = None) -> torch.Tensor:
     """A new local tensor in ``dtype`` holding ``state[key]`` (zeros when absent), whatever its stored format; only
@@ -204,6 +205,7 @@ class StateStore:
         return rounding_key(self.seed, self.index.get(id(owner), 0), slot, state.get("rounding_step", 0))
 
     @staticmethod
+    @torch.compiler.disable  # eager: a traced step would specialize on the Python int (see _decoded)
     def count(state: dict) -> None:
         state["rounding_step"] = state.get("rounding_step", 0) + 1
 
@@ -221,6 +223,16 @@ class StateStore:
                 state[key] = _sharded_like(decode(state, key, local_like, dtype), owner)
                 state.pop(key + ABSMAX_SUFFIX, None)
             return _rows(local(state[key]), rows)
+        return self._decoded(state, key, owner, local_like, fmt, dtype, rows)
+
+    # The codecs run eagerly under torch.compile(opt.step) (a graph break on each side). Their rounding keys are
+    # Python ints that change every step: traced, dynamo makes them symbolic after the first change, and inductor's
+    # C++ code for the int32 hash of the random bits then types it as float and does not compile (torch 2.13, CPU).
+    # Eager, the codecs give the state bit for bit what an eager step gives from the same fp32 work tensors.
+    @torch.compiler.disable
+    def _decoded(self, state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str,
+                 dtype: torch.dtype, rows: tuple[int, int] | None) -> torch.Tensor:
+        stored = stored_format(state, key)
         if rows is not None and stored != fmt:  # first use, or state saved in another format: re-store it whole
             if stored is None:
                 allocate(state, key, owner, local_like, fmt)
@@ -232,10 +244,16 @@ class StateStore:
 
     def flush(self) -> None:
         """Encode every pending work tensor into its stored format."""
+        if self.pending:  # fp32 state has none: no graph break in its traced step
+            self._encode_pending()
+
+    @torch.compiler.disable  # eager: see _decoded
+    def _encode_pending(self) -> None:
         for state, key, owner, work, fmt, rows in self.pending:
             encode(state, key, owner, work, fmt, self.key(state, owner, slot_of(key)), rows)
         self.pending.clear()
 
+    @torch.compiler.disable  # eager: see _decoded
     def round_params(self, params: list[torch.Tensor], works: list[torch.Tensor], states: list[dict],
                      owners: list[torch.Tensor], starts: list[int] | None = None) -> None:
         """Write fp32 ``works`` into the bf16 local ``params`` with stochastic rounding; ``starts``: the index of each
