@@ -21,15 +21,6 @@ import warnings
 
 import torch
 
-# elements the int8 encoders process at once: bounds their int64/fp32 temporaries (≤ 8 MiB each)
-SLICE_ELEMENTS = 1 << 20
-
-
-def slice_elements(device: torch.device) -> int:
-    """Elements an encoder processes at once on ``device`` (:data:`SLICE_ELEMENTS`, read at call time)."""
-    return SLICE_ELEMENTS
-
-
 WINDOW_BITS = 20
 WINDOW = 1 << WINDOW_BITS  # table entries (int32: 4 MiB per device), and the global indices sharing one rotation
 
