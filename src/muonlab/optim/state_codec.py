@@ -24,10 +24,10 @@ encodes it back.
 
 The random bits of stochastic rounding come from a counter-based generator
 (:func:`muonlab.optim.stochastic_rounding.random_bits16`): a fixed table of exactly uniform 16-bit values read at
-a rotation that hashes (key, element index ÷ 2²⁰), where the key mixes the optimizer's rounding seed, the parameter's
-index, the state slot and the step count (all Python ints kept in the optimizer state). No generator state is stored, the bits do not depend on how the tensor is sharded (the element
-index is global), and a resumed run draws exactly the bits of the run that never stopped. Same seed, same step →
-same bits, on any device.
+a rotation that hashes (key, element index ÷ 2²⁰), where the key mixes the optimizer's rounding seed, the
+parameter's index, the state slot and the step count (all Python ints kept in the optimizer state). No generator
+state is stored, the bits do not depend on how the tensor is sharded (the element index is global), and a resumed
+run draws exactly the bits of the run that never stopped. Same seed, same step → same bits, on any device.
 """
 
 from __future__ import annotations
@@ -227,8 +227,9 @@ class StateStore:
 
     # The codecs run eagerly under torch.compile(opt.step) (a graph break on each side). Their rounding keys are
     # Python ints that change every step: traced, dynamo makes them symbolic after the first change, and inductor's
-    # C++ code for the int32 hash of the random bits then types it as float and does not compile (torch 2.13, CPU).
-    # Eager, the codecs give the state bit for bit what an eager step gives from the same fp32 work tensors.
+    # C++ code for the per-element hash the bits then came from typed it as float and did not compile (torch 2.13,
+    # CPU). Eager, the codecs give the state bit for bit what an eager step gives from the same fp32 work tensors
+    # (on CUDA the rounding calls its own compiled kernel, tested with keys changing from call to call).
     @torch.compiler.disable
     def _decoded(self, state: dict, key: str, owner: torch.Tensor, local_like: torch.Tensor, fmt: str,
                  dtype: torch.dtype, rows: tuple[int, int] | None) -> torch.Tensor:
